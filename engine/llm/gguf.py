@@ -1,0 +1,109 @@
+"""Read the few GGUF header values we need to estimate a model's memory without loading it."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import BinaryIO
+
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+_WANTED = ("block_count", "embedding_length", "attention.head_count", "attention.head_count_kv")
+_WANTED_OPT = ("attention.key_length", "attention.value_length")
+FALLBACK_KV_BYTES_PER_TOKEN = 256 * 1024
+
+
+class GgufError(ValueError):
+    """The file is not a GGUF we can read."""
+
+
+def _read(f: BinaryIO, fmt: str):
+    size = struct.calcsize(fmt)
+    raw = f.read(size)
+    if len(raw) != size:
+        raise GgufError("unexpected end of GGUF header")
+    return struct.unpack(fmt, raw)[0]
+
+
+def _string(f: BinaryIO) -> str:
+    n = _read(f, "<Q")
+    if n > 1 << 24:
+        raise GgufError("GGUF string too long")
+    return f.read(n).decode("utf-8", "replace")
+
+
+def _value(f: BinaryIO, vtype: int, keep: bool):
+    if vtype in _SCALARS:
+        return _read(f, _SCALARS[vtype])
+    if vtype == _STRING:
+        return _string(f)
+    if vtype == _ARRAY:
+        itype, count = _read(f, "<I"), _read(f, "<Q")
+        if itype in _SCALARS:
+            f.seek(struct.calcsize(_SCALARS[itype]) * count, 1)
+        else:
+            for _ in range(count):
+                _value(f, itype, False)
+        return count  # arrays: only their length is kept
+    raise GgufError(f"unknown GGUF value type {vtype}")
+
+
+def read_metadata(path: str | Path) -> dict:
+    """Scalar/string header values, arrays as their length; stops once the architecture keys are known."""
+    meta: dict = {}
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise GgufError(f"{path} is not a GGUF file")
+        version = _read(f, "<I")
+        count_fmt = "<I" if version == 1 else "<Q"
+        _read(f, count_fmt)  # tensor count
+        n_kv = _read(f, count_fmt)
+        for _ in range(n_kv):
+            key = _string(f)
+            meta[key] = _value(f, _read(f, "<I"), True)
+            arch = meta.get("general.architecture")
+            if arch and "tokenizer.ggml.tokens" in meta and all(f"{arch}.{k}" in meta for k in _WANTED):
+                break
+    return meta
+
+
+def kv_bytes_per_token(meta: dict) -> int:
+    """f16 K+V bytes per context token: 2 * layers * kv_heads * head_dim * 2 bytes."""
+    arch = meta.get("general.architecture")
+    if not arch or not all(f"{arch}.{k}" in meta for k in _WANTED):
+        return FALLBACK_KV_BYTES_PER_TOKEN
+    layers, embd = meta[f"{arch}.block_count"], meta[f"{arch}.embedding_length"]
+    heads, kv_heads = meta[f"{arch}.attention.head_count"], meta[f"{arch}.attention.head_count_kv"]
+    if isinstance(kv_heads, int) and not isinstance(heads, int):
+        heads = kv_heads
+    k_dim = meta.get(f"{arch}.attention.key_length", embd // max(1, heads))
+    v_dim = meta.get(f"{arch}.attention.value_length", k_dim)
+    return int(layers * kv_heads * (k_dim + v_dim) * 2)
+
+
+def safe_metadata(path: Path) -> dict:
+    """read_metadata, or {} when the header cannot be read (estimates then use fallbacks)."""
+    try:
+        return read_metadata(path)
+    except (GgufError, OSError, UnicodeDecodeError):
+        return {}
+
+
+def estimate_llm_bytes(weights: int, meta: dict, n_ctx: int, n_batch: int = 512) -> int:
+    """Weights (file sizes) + f16 KV cache for n_ctx + the logits buffer + a 5% / 32 MiB compute margin."""
+    kv = n_ctx * kv_bytes_per_token(meta)
+    vocab = meta.get("tokenizer.ggml.tokens", 32000)
+    logits = n_batch * int(vocab) * 4
+    return int(weights + kv + logits + weights * 0.05 + 32 * 2**20)

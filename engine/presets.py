@@ -1,0 +1,46 @@
+"""Typed image and LLM presets (shipped in prompts/presets.toml, saved per user/guild in the store)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+Family = Literal["sd15", "sdxl", "flux"]
+
+
+class LoraRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: Annotated[str, Field(min_length=1, max_length=500)]
+    scale: Annotated[float, Field(ge=-2.0, le=2.0)] = 1.0
+
+
+class ImagePreset(BaseModel):
+    """What to draw with: model, family and default sampling settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name
+    model: Annotated[str, Field(min_length=1, max_length=500)]
+    family: Family
+    scheduler: str = "default"
+    steps: Annotated[int, Field(ge=1, le=200)] = 25
+    cfg: Annotated[float, Field(ge=0.0, le=30.0)] = 7.0
+    width: Annotated[int, Field(ge=64, le=4096, multiple_of=8)] = 512
+    height: Annotated[int, Field(ge=64, le=4096, multiple_of=8)] = 512
+    negative: str = ""  # a negative-set label from the library, or literal text
+    style: str = ""
+    loras: tuple[LoraRef, ...] = ()
+
+
+class LlmPreset(BaseModel):
+    """Which GGUF thinks (and, with an mmproj, sees)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name
+    model: Annotated[str, Field(min_length=1, max_length=500)]
+    mmproj: str | None = None
+    chat_handler: str = "chatml"
+    n_ctx: Annotated[int, Field(ge=512, le=131072)] = 4096
+    n_gpu_layers: int | None = None
+    role: Literal["agent", "vision", "both"] = "agent"

@@ -1,0 +1,76 @@
+"""Atelier's memory: one SQLite file (WAL) holding history, library, presets, jobs and settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.store.db import Database
+from engine.store.history import History
+from engine.store.library import Library, Presets, SettingsStore
+from engine.store.seed import seed
+
+
+@dataclass
+class Store:
+    db: Database
+    history: History
+    library: Library
+    presets: Presets
+    settings: SettingsStore
+
+    @classmethod
+    async def open(cls, path: str | Path, *, budget_ms: int = 200, max_query_chars: int = 500) -> Store:
+        """Open (creating and migrating as needed) and seed the shipped library."""
+        db = await Database(path).open()
+        store = cls(db, History(db, budget_ms, max_query_chars), Library(db), Presets(db), SettingsStore(db))
+        await seed(db)
+        return store
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts and sizes for `atelier db stats`."""
+
+        async def scalar(sql: str) -> int:
+            row = await self.db.fetchone(sql)
+            return int(row[0]) if row else 0
+
+        jobs = {
+            r["state"]: r["n"]
+            for r in await self.db.fetchall("SELECT state, count(*) AS n FROM jobs GROUP BY state")
+        }
+        size = sum(
+            os.path.getsize(p) for p in (f"{self.db.path}", f"{self.db.path}-wal") if os.path.exists(p)
+        )
+        return {
+            "path": str(self.db.path),
+            "schema_version": await self.db.schema_version(),
+            "size_bytes": size,
+            "generations": await scalar("SELECT count(*) FROM generations"),
+            "favorites": await scalar("SELECT count(*) FROM generations WHERE favorite = 1"),
+            "users": await scalar("SELECT count(DISTINCT user_id) FROM generations"),
+            "library": {
+                r["category"]: r["n"]
+                for r in await self.db.fetchall(
+                    "SELECT category, count(*) AS n FROM prompt_library GROUP BY category"
+                )
+            },
+            "presets": {
+                r["kind"]: r["n"]
+                for r in await self.db.fetchall("SELECT kind, count(*) AS n FROM presets GROUP BY kind")
+            },
+            "jobs": jobs,
+        }
+
+
+async def open_store(settings: Any) -> Store:
+    """Open the store named by a Settings object."""
+    return await Store.open(
+        settings.path("db"),
+        budget_ms=settings.history.search_budget_ms,
+        max_query_chars=settings.history.max_query_chars,
+    )

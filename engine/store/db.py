@@ -1,0 +1,176 @@
+"""The SQLite connection pair (one writer, one reader) behind every store: WAL, busy timeout, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from engine.store.migrations import LATEST, pending
+
+
+class TooBroad(Exception):
+    """A read was stopped because it ran past its time budget."""
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a SQL script into complete statements (trigger bodies stay whole)."""
+    out, buf = [], ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n\t;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \n\t;"):
+        raise ValueError(f"incomplete SQL statement: {buf.strip()[:80]}")
+    return out
+
+
+def apply_migrations(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Bring a plain sqlite3 connection (autocommit mode) to LATEST in one IMMEDIATE transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        before = conn.execute("PRAGMA user_version").fetchone()[0]
+        for version, sql in pending(before):
+            for stmt in split_statements(sql):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return before, LATEST
+
+
+def migrate_file(path: str | Path, busy_timeout_ms: int = 10_000) -> int:
+    """Open the file with plain sqlite3, switch it to WAL and migrate it; return the version it had."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        for p in _pragmas(busy_timeout_ms):
+            conn.execute(p)
+        return apply_migrations(conn)[0]
+    finally:
+        conn.close()
+
+
+def _pragmas(busy_ms: int) -> tuple[str, ...]:
+    return (
+        f"PRAGMA busy_timeout = {busy_ms}",
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = NORMAL",
+        "PRAGMA foreign_keys = ON",
+    )
+
+
+class Database:
+    """Async access: `write()` transactions are BEGIN IMMEDIATE and serialized; reads use a second connection."""
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 10_000):
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._w: aiosqlite.Connection | None = None
+        self._r: aiosqlite.Connection | None = None
+        self._wlock = asyncio.Lock()
+        self._rlock = asyncio.Lock()
+        self.migrated_from: int | None = None
+
+    async def open(self) -> Database:
+        """Connect both ends, set pragmas and migrate to the latest schema."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.migrated_from = await asyncio.to_thread(migrate_file, self.path, self.busy_timeout_ms)
+        self._w = await self._connect()
+        self._r = await self._connect()
+        return self
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(str(self.path), isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        for p in _pragmas(self.busy_timeout_ms):
+            await conn.execute(p)
+        return conn
+
+    async def close(self) -> None:
+        """Close both connections (idempotent)."""
+        for name in ("_r", "_w"):
+            conn = getattr(self, name)
+            if conn is not None:
+                await conn.close()
+                setattr(self, name, None)
+
+    async def __aenter__(self) -> Database:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        if self._w is None:
+            raise RuntimeError("database is not open")
+        return self._w
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        if self._r is None:
+            raise RuntimeError("database is not open")
+        return self._r
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A serialized BEGIN IMMEDIATE transaction, committed on success and rolled back on error."""
+        async with self._wlock:
+            conn = self.writer
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one write statement in its own transaction; return lastrowid (or rowcount for updates)."""
+        async with self.write() as conn:
+            cur = await conn.execute(sql, tuple(params))
+            return cur.lastrowid if sql.lstrip().upper().startswith("INSERT") else cur.rowcount
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """Read rows through the reader connection."""
+        async with self._rlock:
+            cur = await self.reader.execute(sql, tuple(params))
+            return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetch_bounded(self, sql: str, params: Iterable[Any], budget_ms: int) -> list[sqlite3.Row]:
+        """Read rows but give up with TooBroad once the query has run for budget_ms."""
+        deadline = time.monotonic() + budget_ms / 1000
+
+        def over_budget() -> int:
+            return 1 if time.monotonic() > deadline else 0
+
+        async with self._rlock:
+            conn = self.reader
+            await conn.set_progress_handler(over_budget, 2000)
+            try:
+                cur = await conn.execute(sql, tuple(params))
+                return list(await cur.fetchall())
+            except sqlite3.OperationalError as e:
+                if "interrupted" in str(e):
+                    raise TooBroad(f"query stopped after {budget_ms} ms") from None
+                raise
+            finally:
+                await conn.set_progress_handler(None, 0)
+
+    async def schema_version(self) -> int:
+        row = await self.fetchone("PRAGMA user_version")
+        return int(row[0]) if row else 0

@@ -1,0 +1,235 @@
+"""Every generation remembered: insert, fetch, scoped full-text search with keyset pagination."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.store.db import Database, TooBroad
+
+# bm25 weights per FTS column: prompt, negative, preset, style (prompt counts most).
+BM25 = "bm25(generations_fts, 10.0, 1.0, 2.0, 3.0)"
+MAX_TERMS = 32
+SMALL_SCOPE = 20_000  # rows in scope below which the search walks the scope, not the index
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class HistoryQueryError(ValueError):
+    """A search the user can fix (too long, too broad, bad cursor); the message says how."""
+
+
+class SearchTooBroad(HistoryQueryError):
+    """The search matched too much to rank within the time budget."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose generations a search may see: always one user, optionally their whole guild."""
+
+    user_id: int
+    guild_id: int = 0
+    include_guild: bool = False
+
+
+@dataclass
+class Generation:
+    id: int
+    user_id: int
+    guild_id: int
+    channel_id: int
+    prompt: str
+    negative: str
+    params: dict[str, Any]
+    seed: int
+    model: str
+    preset: str
+    style: str
+    images: list[str]
+    parent_id: int | None
+    created_at: float
+    favorite: bool
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Generation:
+        d = dict(row)
+        d.pop("score", None)
+        d["params"] = json.loads(d["params"])
+        d["images"] = json.loads(d["images"])
+        d["favorite"] = bool(d["favorite"])
+        return cls(**d)
+
+
+@dataclass
+class Page:
+    items: list[Generation] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+def fts_query(text: str, max_chars: int = 500) -> str | None:
+    """Turn any user string into a safe FTS5 query: every term quoted, implicit AND; None if blank."""
+    if len(text) > max_chars:
+        raise HistoryQueryError(f"search is {len(text)} characters; the limit is {max_chars}")
+    clean = _CONTROL.sub(" ", text.encode("utf-8", "replace").decode("utf-8"))
+    terms = clean.split()
+    if len(terms) > MAX_TERMS:
+        raise HistoryQueryError(f"search has {len(terms)} words; use at most {MAX_TERMS}")
+    if not terms:
+        return None
+    return " ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def _encode_cursor(*parts: float | int) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
+
+
+def _decode_cursor(cursor: str, n: int) -> list[float]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if isinstance(parts, list) and len(parts) == n and all(isinstance(p, int | float) for p in parts):
+            return parts
+    except (ValueError, TypeError):
+        pass
+    raise HistoryQueryError("that page link is no longer valid; run the search again")
+
+
+def _scope_sql(scope: Scope) -> tuple[str, list[int]]:
+    if scope.include_guild and scope.guild_id:
+        return "(g.user_id = ? OR g.guild_id = ?)", [scope.user_id, scope.guild_id]
+    return "g.user_id = ?", [scope.user_id]
+
+
+class History:
+    """Generations table access; all reads are scoped to a requester by SQL, never by FTS filters."""
+
+    def __init__(self, db: Database, budget_ms: int = 200, max_query_chars: int = 500):
+        self.db = db
+        self.budget_ms = budget_ms
+        self.max_query_chars = max_query_chars
+
+    async def add(
+        self,
+        *,
+        user_id: int,
+        prompt: str,
+        seed: int,
+        guild_id: int = 0,
+        channel_id: int = 0,
+        negative: str = "",
+        params: dict[str, Any] | None = None,
+        model: str = "",
+        preset: str = "",
+        style: str = "",
+        images: list[str] | None = None,
+        parent_id: int | None = None,
+        created_at: float | None = None,
+    ) -> int:
+        """Record one generation and return its id."""
+        return await self.db.execute(
+            "INSERT INTO generations (user_id, guild_id, channel_id, prompt, negative, params, seed, model,"
+            " preset, style, images, parent_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                user_id,
+                guild_id,
+                channel_id,
+                prompt,
+                negative,
+                json.dumps(params or {}, sort_keys=True),
+                seed,
+                model,
+                preset,
+                style,
+                json.dumps(images or []),
+                parent_id,
+                created_at or time.time(),
+            ),
+        )
+
+    async def get(self, gen_id: int, scope: Scope) -> Generation | None:
+        """One generation if the scope may see it."""
+        where, args = _scope_sql(scope)
+        row = await self.db.fetchone(
+            f"SELECT g.* FROM generations g WHERE g.id = ? AND {where}", [gen_id, *args]
+        )
+        return Generation.from_row(row) if row else None
+
+    async def set_favorite(self, gen_id: int, user_id: int, favorite: bool = True) -> bool:
+        """Mark or unmark a favorite; only the owner may."""
+        n = await self.db.execute(
+            "UPDATE generations SET favorite = ? WHERE id = ? AND user_id = ?",
+            (int(favorite), gen_id, user_id),
+        )
+        return n == 1
+
+    async def delete(self, gen_id: int, user_id: int) -> Generation | None:
+        """Delete the owner's generation; return it (so image files can be removed) or None."""
+        async with self.db.write() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM generations WHERE id = ? AND user_id = ?", (gen_id, user_id)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            await conn.execute("DELETE FROM generations WHERE id = ?", (gen_id,))
+        return Generation.from_row(row)
+
+    async def recent(self, scope: Scope, limit: int = 10, cursor: str | None = None) -> Page:
+        """Newest first, keyset-paginated on id."""
+        where, args = _scope_sql(scope)
+        before = int(_decode_cursor(cursor, 1)[0]) if cursor else 2**62
+        rows = await self.db.fetchall(
+            f"SELECT g.* FROM generations g WHERE {where} AND g.id < ? ORDER BY g.id DESC LIMIT ?",
+            [*args, before, limit + 1],
+        )
+        items = [Generation.from_row(r) for r in rows[:limit]]
+        nxt = _encode_cursor(items[-1].id) if len(rows) > limit else None
+        return Page(items, nxt)
+
+    async def search(self, text: str, scope: Scope, limit: int = 10, cursor: str | None = None) -> Page:
+        """Best matches first (bm25, prompt weighted), keyset-paginated on (score, id); blank text = recent."""
+        query = fts_query(text, self.max_query_chars)
+        if query is None:
+            return await self.recent(scope, limit, cursor)
+        where, args = _scope_sql(scope)
+        after = _decode_cursor(cursor, 2) if cursor else [-1e308, 0]
+        # Few rows in scope: walk them and probe the index by rowid (cheap whatever the term).
+        # Many rows: let FTS drive, bounded by the time budget.
+        small = await self._scope_size(where, args) <= SMALL_SCOPE
+        source = (
+            "generations g CROSS JOIN generations_fts f ON f.rowid = g.id"
+            if small
+            else "generations_fts f JOIN generations g ON g.id = f.rowid"
+        )
+        sql = (
+            f"SELECT * FROM (SELECT g.*, {BM25} AS score FROM {source}"
+            f" WHERE generations_fts MATCH ? AND {where})"
+            " WHERE score > ? OR (score = ? AND id > ?) ORDER BY score, id LIMIT ?"
+        )
+        params = [query, *args, after[0], after[0], int(after[1]), limit + 1]
+        try:
+            rows = await self.db.fetch_bounded(sql, params, self.budget_ms)
+        except TooBroad:
+            raise SearchTooBroad(
+                "that search matches too many generations to rank quickly; add a more specific word"
+            ) from None
+        items = [Generation.from_row(r) for r in rows[:limit]]
+        nxt = _encode_cursor(rows[limit - 1]["score"], rows[limit - 1]["id"]) if len(rows) > limit else None
+        return Page(items, nxt)
+
+    async def _scope_size(self, where: str, args: list[int]) -> int:
+        row = await self.db.fetchone(
+            f"SELECT count(*) FROM (SELECT 1 FROM generations g WHERE {where} LIMIT {SMALL_SCOPE + 1})", args
+        )
+        return int(row[0]) if row else 0
+
+    async def count(self, user_id: int | None = None) -> int:
+        """Number of generations (all, or one user's)."""
+        if user_id is None:
+            row = await self.db.fetchone("SELECT count(*) FROM generations")
+        else:
+            row = await self.db.fetchone("SELECT count(*) FROM generations WHERE user_id = ?", [user_id])
+        return int(row[0]) if row else 0

@@ -1,0 +1,360 @@
+"""The job runner end to end: a temp-file queue, a real tiny torch model behind the arbiter, fake handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from engine.arbiter import MIB, Arbiter
+from engine.config import Queue, Settings
+from engine.runner import Cancelled, JobContext, JobFailed, JobRunner
+from engine.store.db import Database
+from engine.store.jobs import Job, JobStore
+
+A, B = 111, 222
+
+
+class TinyNet:
+    """A Managed nn.Linear stack."""
+
+    name, kind = "tiny", "diffusion"
+
+    def __init__(self) -> None:
+        self.module: nn.Module | None = None
+
+    def estimate_bytes(self) -> int:
+        return MIB
+
+    def load(self, device: str) -> None:
+        torch.manual_seed(0)
+        self.module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).to(device)
+
+    def unload(self) -> None:
+        self.module = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.module is not None
+
+    def close(self) -> None:
+        self.unload()
+
+
+class Recorder:
+    """A subscriber that also plays the poster: posts each final job at most once via mark_posted."""
+
+    def __init__(self, jobs: JobStore) -> None:
+        self.jobs = jobs
+        self.done: list[Job] = []
+        self.posted: list[int] = []
+        self.progress: list[tuple[int, int, int]] = []
+        self.step_seen = asyncio.Event()
+
+    async def on_progress(self, job_id: int, step: int, total: int, preview: object) -> None:
+        self.progress.append((job_id, step, total))
+        if step >= 2:
+            self.step_seen.set()
+
+    async def on_done(self, job: Job) -> None:
+        self.done.append(job)
+        if await self.jobs.mark_posted(job.id):
+            self.posted.append(job.id)
+
+
+@pytest.fixture
+async def db(tmp_path):
+    async with Database(tmp_path / "jobs.db") as database:
+        yield database
+
+
+def settings(**queue) -> Settings:
+    q = {"max_per_user": 4, "daily_quota": 100, "max_attempts": 3, "lease_s": 30.0} | queue
+    return Settings(queue=Queue(**q))
+
+
+def make_runner(db: Database, handlers: dict, s: Settings | None = None, **kw) -> tuple[JobRunner, Recorder]:
+    s = s or settings()
+    jobs = JobStore(db, s.queue)
+    arbiter = Arbiter(budget_bytes=8 * MIB, device="cpu", probe=lambda: 0)
+    arbiter.register(TinyNet())
+    runner = JobRunner(jobs, arbiter, handlers, s, "w-test", poll_s=0.02, cancel_poll_s=0.02, **kw)
+    rec = Recorder(jobs)
+    runner.subscribe(rec)
+    return runner, rec
+
+
+async def run_all(runner: JobRunner, timeout_s: float = 20) -> None:
+    await runner.start()
+    try:
+        await runner.run_until_idle(timeout_s)
+    finally:
+        await runner.stop()
+
+
+def stepper(ctx: JobContext, total: int, delay_s: float, ran: list[int] | None = None) -> None:
+    """A fake denoising loop in a worker thread: checks cancel at every step boundary."""
+    for step in range(1, total + 1):
+        if ctx.should_cancel():
+            raise Cancelled(f"cancelled after step {step - 1}")
+        time.sleep(delay_s)
+        if ran is not None:
+            ran.append(step)
+        ctx.progress(step, total, None)
+
+
+async def test_jobs_run_through_the_arbiter_off_the_event_loop(db) -> None:
+    loop_thread = threading.get_ident()
+    threads = []
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        async with ctx.arbiter.use("tiny") as model:
+
+            def forward() -> list[float]:
+                threads.append(threading.get_ident())
+                with torch.no_grad():
+                    return model.module(torch.tensor([job.payload["x"]])).tolist()[0]
+
+            return {"out": await ctx.to_thread(forward)}
+
+    runner, rec = make_runner(db, {"generate": generate})
+    ids = [await runner.jobs.enqueue(A, 1, 2, "generate", {"x": [i, 0.5, -1.0, 2.0]}) for i in range(3)]
+    await run_all(runner)
+    final = [await runner.jobs.get(i) for i in ids]
+    assert [j.state for j in final] == ["done"] * 3
+    assert all(len(j.result["out"]) == 2 for j in final)
+    assert final[0].result != final[1].result  # real computation on different inputs
+    assert threads and loop_thread not in threads
+    assert sorted(rec.posted) == ids and sorted(j.id for j in rec.done) == ids
+
+
+async def test_progress_is_throttled_recorded_and_the_last_step_always_arrives(db) -> None:
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        await ctx.to_thread(stepper, ctx, 20, 0.01)
+        return {}
+
+    runner, rec = make_runner(db, {"generate": generate}, progress_interval_s=0.2)
+    jid = await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    await run_all(runner)
+    steps = [s for (j, s, t) in rec.progress if j == jid]
+    assert 2 <= len(steps) < 20  # 20 steps of >= 10 ms each, at most one update per 200 ms
+    assert steps[0] == 1 and steps[-1] == 20 and steps == sorted(steps)
+    assert (await runner.jobs.get(jid)).progress == {"step": 20, "total": 20}
+
+
+async def test_cancel_running_job_is_seen_at_the_next_step(db) -> None:
+    ran: list[int] = []
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        await ctx.to_thread(stepper, ctx, 200, 0.01, ran)
+        return {}
+
+    runner, rec = make_runner(db, {"generate": generate}, progress_interval_s=0)
+    jid = await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    await runner.start()
+    try:
+        await asyncio.wait_for(rec.step_seen.wait(), 10)
+        assert await runner.jobs.cancel(jid, A) == "cancelling"  # through the DB only: the poller sees it
+        await runner.run_until_idle(10)
+    finally:
+        await runner.stop()
+    job = await runner.jobs.get(jid)
+    assert job.state == "cancelled" and job.error.startswith("cancelled after step")
+    assert 2 <= len(ran) < 200
+    assert rec.posted == [jid]
+
+
+async def test_cancel_queued_job_never_runs_and_is_announced(db) -> None:
+    calls: list[int] = []
+    gate = asyncio.Event()
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        calls.append(job.id)
+        await gate.wait()
+        return {}
+
+    runner, rec = make_runner(db, {"generate": generate})
+    first = await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    second = await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    await runner.start()
+    try:
+        while not calls:
+            await asyncio.sleep(0.01)
+        assert await runner.cancel(second, A) == "cancelled"
+        gate.set()
+        await runner.run_until_idle(10)
+    finally:
+        await runner.stop()
+    assert calls == [first]
+    assert (await runner.jobs.get(second)).state == "cancelled"
+    assert sorted(rec.posted) == [first, second]
+
+
+async def test_restart_recovery_finishes_everything_and_posts_each_once(db) -> None:
+    s = settings(max_attempts=2)
+    old = JobStore(db, s.queue)  # the previous process, which died with leases of 0 s
+    crashed = await old.enqueue(B, 1, 2, "generate", {"n": 2})
+    assert (await old.claim("dead-worker", lease_s=0.0)).id == crashed
+    exhausted = await old.enqueue(A, 1, 2, "generate", {"n": 3})
+    assert (await old.claim("dead-worker", lease_s=0.0)).id == exhausted
+    await old.fail(exhausted, "RuntimeError: boom", retry=True)
+    assert (await old.claim("dead-worker", lease_s=0.0)).attempts == 2  # 2 of 2 attempts used
+    finished_unposted = await old.enqueue(B, 1, 2, "generate", {"n": 4})
+    assert (await old.claim("dead-worker", lease_s=0.0)).id == finished_unposted
+    await old.finish(finished_unposted, {"ok": 4})
+    queued = await old.enqueue(A, 1, 2, "generate", {"n": 1})
+    states = {j: (await old.get(j)).state for j in (queued, crashed, exhausted, finished_unposted)}
+    assert states == {queued: "queued", crashed: "running", exhausted: "running", finished_unposted: "done"}
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        return {"ok": job.payload["n"]}
+
+    runner, rec = make_runner(db, {"generate": generate}, s)
+    await run_all(runner)
+    final = {j: await runner.jobs.get(j) for j in (queued, crashed, exhausted, finished_unposted)}
+    assert {j: f.state for j, f in final.items()} == {
+        queued: "done",
+        crashed: "done",
+        exhausted: "failed",
+        finished_unposted: "done",
+    }
+    assert final[exhausted].error.startswith("gave up after 2 attempts; the worker stopped")
+    assert sorted(rec.posted) == sorted(final)
+    for job in list(rec.done):
+        await rec.on_done(job)  # a second poster / a duplicate announcement
+    assert sorted(rec.posted) == sorted(final)
+    assert await runner.jobs.mark_posted(queued) is False
+
+
+async def test_crashing_handler_is_retried_then_succeeds(db) -> None:
+    calls = []
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        calls.append(job.attempts)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return {"ok": True}
+
+    runner, rec = make_runner(db, {"generate": generate})
+    jid = await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    await run_all(runner)
+    job = await runner.jobs.get(jid)
+    assert (job.state, job.attempts, calls) == ("done", 2, [1, 2])
+    assert [j.id for j in rec.done] == [jid]  # announced once, when it was final
+
+
+async def test_always_crashing_handler_fails_after_max_attempts(db) -> None:
+    calls = []
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        calls.append(job.id)
+        raise RuntimeError("boom")
+
+    runner, rec = make_runner(db, {"generate": generate}, settings(max_attempts=3))
+    jid = await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    await run_all(runner)
+    job = await runner.jobs.get(jid)
+    assert job.state == "failed" and len(calls) == 3
+    assert job.error == "gave up after 3 attempts; last error: RuntimeError: boom"
+    assert rec.posted == [jid]
+
+
+async def test_permanent_errors_and_unknown_kinds_fail_without_retry(db) -> None:
+    calls = []
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        calls.append(job.id)
+        raise JobFailed("the prompt is empty")
+
+    async def bad(job: Job, ctx: JobContext) -> dict:
+        return ["not", "a", "dict"]  # type: ignore[return-value]
+
+    runner, rec = make_runner(db, {"generate": generate, "bad": bad}, settings(max_attempts=2))
+    g = await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    u = await runner.jobs.enqueue(A, 1, 2, "upscale", {})
+    b = await runner.jobs.enqueue(A, 1, 2, "bad", {})
+    await run_all(runner)
+    jobs = {j: await runner.jobs.get(j) for j in (g, u, b)}
+    assert (jobs[g].state, jobs[g].error, calls) == ("failed", "the prompt is empty", [g])
+    assert jobs[u].state == "failed"
+    assert jobs[u].error == "no handler for job kind 'upscale' (this worker runs: bad, generate)"
+    assert (
+        jobs[b].error
+        == "gave up after 2 attempts; last error: TypeError: the 'bad' handler returned list, not a dict"
+    )
+    assert sorted(rec.posted) == [g, u, b]
+
+
+async def test_fair_order_through_the_runner(db) -> None:
+    order = []
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        order.append(job.user_id)
+        return {}
+
+    runner, _ = make_runner(db, {"generate": generate})
+    for _ in range(6):
+        await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    for _ in range(2):
+        await runner.jobs.enqueue(B, 1, 2, "generate", {})
+    await run_all(runner)
+    assert order == [A, B, A, B, A, A, A, A]
+
+
+async def test_concurrency_runs_jobs_side_by_side(db) -> None:
+    inside = 0
+    peak = 0
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        nonlocal inside, peak
+        inside += 1
+        peak = max(peak, inside)
+        await asyncio.sleep(0.1)
+        inside -= 1
+        return {}
+
+    for concurrency, expected_peak in ((1, 1), (2, 2)):
+        runner, _ = make_runner(db, {"generate": generate}, concurrency=concurrency)
+        for user in (A, B, A, B):
+            await runner.jobs.enqueue(user, 1, 2, "generate", {})
+        peak = 0
+        await run_all(runner)
+        assert peak == expected_peak
+
+
+async def test_stop_hands_a_running_job_back_without_using_an_attempt(db) -> None:
+    async def slow(job: Job, ctx: JobContext) -> dict:
+        await ctx.to_thread(stepper, ctx, 500, 0.01)
+        return {"finished": True}
+
+    runner, rec = make_runner(db, {"generate": slow}, progress_interval_s=0)
+    jid = await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    await runner.start()
+    await asyncio.wait_for(rec.step_seen.wait(), 10)
+    await runner.stop()
+    job = await runner.jobs.get(jid)
+    assert (job.state, job.attempts, job.lease_owner) == ("queued", 0, None)
+    assert rec.done == []
+
+    async def quick(job: Job, ctx: JobContext) -> dict:
+        return {"finished": True}
+
+    runner2, rec2 = make_runner(db, {"generate": quick})
+    await run_all(runner2)
+    assert (await runner2.jobs.get(jid)).state == "done" and rec2.posted == [jid]
+
+
+async def test_run_one_runs_a_single_job_in_place(db) -> None:
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        return {"echo": job.payload["x"]}
+
+    runner, rec = make_runner(db, {"generate": generate})
+    assert await runner.run_one() is None
+    jid = await runner.jobs.enqueue(A, 1, 2, "generate", {"x": 7})
+    job = await runner.run_one()
+    assert (job.id, job.state, job.result) == (jid, "done", {"echo": 7})
+    assert rec.posted == [jid]

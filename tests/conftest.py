@@ -106,3 +106,19 @@ def tiny_sdxl_model(tiny_sdxl_path: Path, tiny_settings: Settings, tiny_safety_p
     model = _loaded_model("tiny-sdxl", tiny_sdxl_path, "sdxl", tiny_settings, tiny_safety_path)
     yield model
     model.close()
+
+
+@pytest.fixture
+async def open_store(tmp_path: Path):
+    """Factory for stores in tmp_path that are always closed (an unclosed aiosqlite thread hangs exit)."""
+    from engine.store import Store
+
+    opened: list[Store] = []
+
+    async def make(name: str = "atelier.db", **kw) -> Store:
+        opened.append(await Store.open(tmp_path / name, **kw))
+        return opened[-1]
+
+    yield make
+    for s in opened:
+        await s.close()

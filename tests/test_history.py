@@ -96,8 +96,8 @@ def test_ten_thousand_hostile_queries_raise_nothing_and_leak_nothing(seeded, loo
     assert found_any, "no generated query matched anything; the property would be vacuous"
 
 
-async def test_scope_by_user_and_by_guild(tmp_path):
-    s = await Store.open(tmp_path / "s.db")
+async def test_scope_by_user_and_by_guild(open_store):
+    s = await open_store("s.db")
     a = await s.history.add(user_id=1, guild_id=10, prompt="red fox in snow", seed=1)
     b = await s.history.add(user_id=2, guild_id=10, prompt="red fox at dusk", seed=2)
     c = await s.history.add(user_id=3, guild_id=20, prompt="red fox elsewhere", seed=3)
@@ -111,20 +111,18 @@ async def test_scope_by_user_and_by_guild(tmp_path):
         assert c not in [g.id for g in page.items]
     assert await s.history.get(c, Scope(1)) is None
     assert (await s.history.get(a, Scope(1))).prompt == "red fox in snow"
-    await s.close()
 
 
-async def test_prompt_outranks_other_columns(tmp_path):
-    s = await Store.open(tmp_path / "r.db")
+async def test_prompt_outranks_other_columns(open_store):
+    s = await open_store("r.db")
     in_style = await s.history.add(user_id=1, prompt="a quiet harbor", style="lantern", seed=1)
     in_prompt = await s.history.add(user_id=1, prompt="a paper lantern", seed=2)
     page = await s.history.search("lantern", Scope(1))
     assert [g.id for g in page.items] == [in_prompt, in_style]
-    await s.close()
 
 
-async def test_keyset_pages_cover_everything_once(tmp_path):
-    s = await Store.open(tmp_path / "p.db")
+async def test_keyset_pages_cover_everything_once(open_store):
+    s = await open_store("p.db")
     ids = [
         await s.history.add(user_id=1, prompt=f"moon {'over sea ' * (i % 5)}{i}", seed=i) for i in range(47)
     ]
@@ -142,19 +140,18 @@ async def test_keyset_pages_cover_everything_once(tmp_path):
         assert sorted(seen) == ids and len(seen) == len(set(seen)), mode
     with pytest.raises(HistoryQueryError, match="no longer valid"):
         await s.history.search("moon", Scope(1), cursor="garbage!")
-    await s.close()
 
 
-async def test_blank_query_lists_recent_and_limits_are_clear(tmp_path):
-    s = await Store.open(tmp_path / "b.db", max_query_chars=50)
+async def test_blank_query_lists_recent_and_limits_are_clear(open_store):
+    s = await open_store("b.db", max_query_chars=50)
     first = await s.history.add(user_id=1, prompt="one", seed=1)
     second = await s.history.add(user_id=1, prompt="two", seed=2)
     assert [g.id for g in (await s.history.search("   ", Scope(1))).items] == [second, first]
     with pytest.raises(HistoryQueryError, match="the limit is 50"):
         await s.history.search("x" * 51, Scope(1))
+    s.history.max_query_chars = 500
     with pytest.raises(HistoryQueryError, match="at most 32"):
         await s.history.search(" ".join(["w"] * 33), Scope(1))
-    await s.close()
 
 
 def test_fts_query_quotes_every_term():
@@ -162,8 +159,8 @@ def test_fts_query_quotes_every_term():
     assert fts_query(" \t\n") is None
 
 
-async def test_broad_search_over_large_scope_is_bounded(tmp_path):
-    s = await Store.open(tmp_path / "big.db", budget_ms=1)
+async def test_broad_search_over_large_scope_is_bounded(open_store):
+    s = await open_store("big.db", budget_ms=1)
     rows = [(1, "common word and more filler text", i) for i in range(30_000)]
     async with s.db.write() as conn:
         await conn.executemany(
@@ -174,11 +171,10 @@ async def test_broad_search_over_large_scope_is_bounded(tmp_path):
     s.history.budget_ms = 10_000
     page = await s.history.search("common", Scope(1), limit=5)
     assert len(page.items) == 5
-    await s.close()
 
 
-async def test_favorite_and_delete_are_owner_only(tmp_path):
-    s = await Store.open(tmp_path / "f.db")
+async def test_favorite_and_delete_are_owner_only(open_store):
+    s = await open_store("f.db")
     gid = await s.history.add(user_id=1, prompt="kite", seed=5, images=["x.png"])
     assert not await s.history.set_favorite(gid, user_id=2)
     assert await s.history.set_favorite(gid, user_id=1)
@@ -187,4 +183,3 @@ async def test_favorite_and_delete_are_owner_only(tmp_path):
     gone = await s.history.delete(gid, user_id=1)
     assert gone.images == ["x.png"]
     assert (await s.history.search("kite", Scope(1))).items == []
-    await s.close()

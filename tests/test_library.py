@@ -52,8 +52,8 @@ def test_bad_preset_file_names_the_entry(tmp_path):
         load_presets_file(path)
 
 
-async def test_seed_is_idempotent_and_complete(tmp_path):
-    store = await Store.open(tmp_path / "l.db")
+async def test_seed_is_idempotent_and_complete(open_store):
+    store = await open_store("l.db")
     shipped = load_shipped()
     n = await store.library.count()
     assert n == sum(len(shipped[c]) for c in LIBRARY_FILES.values())
@@ -61,11 +61,10 @@ async def test_seed_is_idempotent_and_complete(tmp_path):
 
     await seed(store.db)
     assert await store.library.count() == n
-    await store.close()
 
 
-async def test_styles_apply_and_unknown_names_suggest(tmp_path):
-    store = await Store.open(tmp_path / "s.db")
+async def test_styles_apply_and_unknown_names_suggest(open_store):
+    store = await open_store("s.db")
     wc = await store.library.get("watercolor", "style")
     assert wc.apply("a lighthouse").startswith("a lighthouse, loose watercolor")
     with pytest.raises(UnknownEntry, match="watercolor"):
@@ -76,11 +75,10 @@ async def test_styles_apply_and_unknown_names_suggest(tmp_path):
     assert (await store.library.get("watercolor", "style", guild_id=6)).shipped
     assert len(await store.library.list("style", guild_id=5)) == len(await store.library.list("style"))
     assert await store.library.delete("watercolor", "style", guild_id=5)
-    await store.close()
 
 
-async def test_presets_resolve_user_then_guild_then_global(tmp_path):
-    store = await Store.open(tmp_path / "p.db")
+async def test_presets_resolve_user_then_guild_then_global(open_store):
+    store = await open_store("p.db")
     p = store.presets
     assert (await p.resolve("image", "sd15"))["family"] == "sd15"
     await p.save("image", "sd15", {"model": "guild-model", "family": "sd15"}, guild_id=7)
@@ -92,11 +90,10 @@ async def test_presets_resolve_user_then_guild_then_global(tmp_path):
         await p.resolve("image", "sdx1")
     assert not await p.delete("image", "sd15")  # shipped presets are not deletable
     assert await p.delete("image", "sd15", user_id=1, guild_id=7)
-    await store.close()
 
 
-async def test_user_and_guild_settings_merge(tmp_path):
-    store = await Store.open(tmp_path / "u.db")
+async def test_user_and_guild_settings_merge(open_store):
+    store = await open_store("u.db")
     assert await store.settings.get("user", 1) == {}
     await store.settings.update("user", 1, preset="sdxl", aspect="16:9")
     assert await store.settings.update("user", 1, aspect=None, style="moody") == {
@@ -106,4 +103,3 @@ async def test_user_and_guild_settings_merge(tmp_path):
     await store.settings.update("guild", 3, safety="spoiler")
     assert (await store.settings.get("guild", 3))["safety"] == "spoiler"
     assert await store.settings.get("user", 2) == {}
-    await store.close()

@@ -19,6 +19,7 @@ from engine.images import decode_data_uri, to_data_uri
 from engine.llm import (
     InvalidMessages,
     LlamaModel,
+    LlmError,
     ModelNotLoaded,
     NoVisionProjector,
     VisionHandlerDouble,
@@ -117,14 +118,14 @@ def convo(user: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def smol():
-    model = LlamaModel(PRESET, max_tokens=48)
+    model = LlamaModel(PRESET, max_tokens=128)
     model.load("cpu")
     yield model
     model.close()
 
 
 def test_plain_chat_returns_text(smol):
-    reply = smol.chat([{"role": "user", "content": "Say hello in one short sentence."}])
+    reply = smol.chat([{"role": "user", "content": "Say hello in one short sentence."}], max_tokens=48)
     assert reply.text.strip()
     assert reply.data is None
     assert reply.prompt_tokens > 5 and 0 < reply.completion_tokens <= 48
@@ -200,7 +201,7 @@ async def test_achat_runs_off_the_event_loop(smol):
 
     t = asyncio.create_task(ticker())
     replies = await asyncio.gather(
-        *(smol.achat([{"role": "user", "content": f"Count to {n}."}]) for n in (2, 3))
+        *(smol.achat([{"role": "user", "content": f"Count to {n}."}], max_tokens=24) for n in (2, 3))
     )
     done.set()
     await t
@@ -304,3 +305,10 @@ def test_vision_path_reaches_handler_with_our_reencoded_image(tmp_path, monkeypa
         assert model.handler is not handler and isinstance(model.handler, VisionHandlerDouble)
     finally:
         model.close()
+
+
+def test_unknown_text_chat_format_fails_at_load():
+    model = LlamaModel({**PRESET, "chat_format": "no-such-format"})
+    with pytest.raises(LlmError, match=r"LLM preset 'smollm2-135m': unknown chat_format 'no-such-format'"):
+        model.load("cpu")
+    assert not model.loaded

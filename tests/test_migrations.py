@@ -36,17 +36,15 @@ async def test_blank_db_reaches_latest(tmp_path):
     assert tables(path) >= TABLES
 
 
-async def test_reopening_is_idempotent(tmp_path):
-    path = tmp_path / "again.db"
-    s = await Store.open(path)
+async def test_reopening_is_idempotent(open_store):
+    s = await open_store("again.db")
     await s.history.add(user_id=1, prompt="a lighthouse in fog", seed=1)
     n_lib = await s.library.count()
     await s.close()
-    s = await Store.open(path)
+    s = await open_store("again.db")
     assert s.db.migrated_from == LATEST
     assert await s.history.count() == 1
     assert await s.library.count() == n_lib  # seeding twice adds nothing
-    await s.close()
 
 
 def make_v1_db(path) -> None:
@@ -75,12 +73,12 @@ def make_v1_db(path) -> None:
             )
 
 
-async def test_old_db_with_data_migrates_without_loss(tmp_path):
+async def test_old_db_with_data_migrates_without_loss(tmp_path, open_store):
     path = tmp_path / "old.db"
     make_v1_db(path)
     with sqlite3.connect(path) as c:
         before = c.execute("SELECT * FROM generations ORDER BY id").fetchall()
-    s = await Store.open(path)
+    s = await open_store("old.db")
     assert s.db.migrated_from == 1
     assert await s.db.schema_version() == LATEST
     after = [tuple(r) for r in await s.db.fetchall("SELECT * FROM generations ORDER BY id")]

@@ -15,7 +15,7 @@ from engine.llm.gguf import estimate_llm_bytes, safe_metadata
 from engine.llm.grammar import grammar_for
 from engine.llm.messages import check_messages, prepare_images, require_vision
 from engine.llm.presets import LlmPreset, make_vision_handler, parse_preset, resolve_file
-from engine.llm.types import LlmError, Message, ModelNotLoaded, Reply, Timings, parse_json
+from engine.llm.types import BadAction, LlmError, Message, ModelNotLoaded, Reply, Timings, parse_json
 
 
 class LlamaModel:
@@ -229,6 +229,16 @@ def _perf(llama: Any) -> dict:
     }
 
 
+def _structured(text: str, finish_reason: str | None) -> Any:
+    """Parse grammar-constrained output; a cut-off output gets its own message."""
+    try:
+        return parse_json(text)
+    except BadAction:
+        if finish_reason == "length":
+            raise BadAction(f"the model's JSON was cut off at max_tokens: {text[-80:]!r}", text) from None
+        raise
+
+
 def _reply(out: dict, structured: bool, perf: dict, total_ms: float) -> Reply:
     choice = out["choices"][0]
     text = choice["message"].get("content") or ""
@@ -236,7 +246,7 @@ def _reply(out: dict, structured: bool, perf: dict, total_ms: float) -> Reply:
     prompt_tokens = int(usage.get("prompt_tokens", 0))
     return Reply(
         text=text,
-        data=parse_json(text) if structured else None,
+        data=_structured(text, choice.get("finish_reason")) if structured else None,
         prompt_tokens=prompt_tokens,
         completion_tokens=int(usage.get("completion_tokens", 0)),
         # llama.cpp reports max(1, n); a fully cached prompt may re-evaluate one token as a single decode.

@@ -15,7 +15,8 @@ from engine.store.db import Database, TooBroad
 # bm25 weights per FTS column: prompt, negative, preset, style (prompt counts most).
 BM25 = "bm25(generations_fts, 10.0, 1.0, 2.0, 3.0)"
 MAX_TERMS = 32
-SMALL_SCOPE = 20_000  # rows in scope below which the search walks the scope, not the index
+SMALL_SCOPE = 20_000  # rows in scope below which a broad search walks the scope, not the index
+RANK_LIMIT = 20_000  # matches that bm25 can rank well within the budget
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -190,24 +191,20 @@ class History:
         return Page(items, nxt)
 
     async def search(self, text: str, scope: Scope, limit: int = 10, cursor: str | None = None) -> Page:
-        """Best matches first (bm25, prompt weighted), keyset-paginated on (score, id); blank text = recent."""
+        """Best matches first (bm25, prompt weighted; newest first for very common terms); blank text = recent.
+
+        Keyset-paginated on (score, id).
+        """
         query = fts_query(text, self.max_query_chars)
         if query is None:
             return await self.recent(scope, limit, cursor)
         where, args = _scope_sql(scope)
         after = _decode_cursor(cursor, 2) if cursor else [-1e308, 0]
-        # Few rows in scope: walk them and probe the index by rowid (cheap whatever the term).
-        # Many rows: let FTS drive, bounded by the time budget.
-        small = await self._scope_size(where, args) <= SMALL_SCOPE
-        source = (
-            "generations g CROSS JOIN generations_fts f ON f.rowid = g.id"
-            if small
-            else "generations_fts f JOIN generations g ON g.id = f.rowid"
-        )
+        source, score = await self._plan(query, where, args)
         sql = (
-            f"SELECT * FROM (SELECT g.*, {BM25} AS score FROM {source}"
+            f"WITH m AS MATERIALIZED (SELECT g.*, {score} AS score FROM {source}"
             f" WHERE generations_fts MATCH ? AND {where})"
-            " WHERE score > ? OR (score = ? AND id > ?) ORDER BY score, id LIMIT ?"
+            " SELECT * FROM m WHERE score > ? OR (score = ? AND id > ?) ORDER BY score, id LIMIT ?"
         )
         params = [query, *args, after[0], after[0], int(after[1]), limit + 1]
         try:
@@ -220,10 +217,27 @@ class History:
         nxt = _encode_cursor(rows[limit - 1]["score"], rows[limit - 1]["id"]) if len(rows) > limit else None
         return Page(items, nxt)
 
-    async def _scope_size(self, where: str, args: list[int]) -> int:
-        row = await self.db.fetchone(
-            f"SELECT count(*) FROM (SELECT 1 FROM generations g WHERE {where} LIMIT {SMALL_SCOPE + 1})", args
+    async def _plan(self, query: str, where: str, args: list[int]) -> tuple[str, str]:
+        """Pick (FROM clause, score expression) so that no plan scans or ranks a huge match set.
+
+        Few matches: FTS drives and bm25 ranks them. Many matches but a small scope: walk the scope and
+        probe the index by rowid, newest first (bm25 per probe would re-count the whole doclist each time).
+        Many of both: FTS drives with bm25, bounded by the time budget (then "too broad").
+        Every count is capped, so planning never costs a full scan.
+        """
+        matches = await self._count(
+            "SELECT 1 FROM generations_fts WHERE generations_fts MATCH ?", [query], RANK_LIMIT + 1
         )
+        if matches > RANK_LIMIT:
+            scope_rows = await self._count(
+                f"SELECT 1 FROM generations g WHERE {where}", args, SMALL_SCOPE + 1
+            )
+            if scope_rows <= SMALL_SCOPE:
+                return "generations g CROSS JOIN generations_fts f ON f.rowid = g.id", "-g.id"
+        return "generations_fts f CROSS JOIN generations g ON g.id = f.rowid", BM25
+
+    async def _count(self, select: str, args: list, cap: int) -> int:
+        row = await self.db.fetchone(f"SELECT count(*) FROM ({select} LIMIT {int(cap)})", args)
         return int(row[0]) if row else 0
 
     async def count(self, user_id: int | None = None) -> int:

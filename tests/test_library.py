@@ -2,7 +2,6 @@
 
 import pytest
 
-from engine.store import Store
 from engine.store.library import UnknownEntry
 from engine.store.seed import (
     LIBRARY_FILES,

@@ -4,7 +4,6 @@ import sqlite3
 
 import pytest
 
-from engine.store import Store
 from engine.store.db import Database, split_statements
 from engine.store.history import Scope
 from engine.store.migrations import LATEST, MIGRATIONS

@@ -26,8 +26,24 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--demo", action="store_true", help="offline test models (images are noise)")
     chat.add_argument("--json", action="store_true", help="one request per stdin line, one JSON object out")
 
-    worker = sub.add_parser("worker", help="consume generation jobs from the shared queue")
-    worker.add_argument("--demo", action="store_true", help="use the offline test models")
+    worker = sub.add_parser(
+        "worker",
+        help="consume generation jobs from the shared queue",
+        description='Run GPU work for the bot from Redis (queue.backend = "redis"; queue.redis_url).'
+        " Start one per GPU, on any number of machines; each has its own arbiter and models."
+        " SIGTERM/Ctrl-C finishes running jobs first; a second one exits at once.",
+    )
+    worker.add_argument(
+        "--demo", action="store_true", help="build the offline test models before taking jobs"
+    )
+    worker.add_argument("--id", help="worker id shown in /queue (default: HOST:PID)")
+    worker.add_argument("--max-jobs", type=int, help="jobs held at once (default: queue.max_batch)")
+    worker.add_argument(
+        "--metrics-port", type=int, help="metrics/health port (default: metrics.port; 0 = any)"
+    )
+    worker.add_argument(
+        "--diagnostics", action="store_true", help="also run the 'noop' test op (tests and bench.queue)"
+    )
 
     db = sub.add_parser("db", help="inspect and maintain the SQLite store")
     dbsub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -69,19 +85,89 @@ async def _db(settings: Settings, args: argparse.Namespace) -> int:
         await store.close()
 
 
-def _not_yet(name: str) -> Callable[[Settings, argparse.Namespace], int]:
-    def run(settings: Settings, args: argparse.Namespace) -> int:
-        print(f"atelier {name}: not available in this build yet", file=sys.stderr)
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier run`: the Discord bot; fails fast without DISCORD_TOKEN or a model."""
+    token = settings.discord_token
+    if not token:
+        print(
+            "atelier run: DISCORD_TOKEN is not set. Create a bot at https://discord.com/developers/applications,"
+            " then `export DISCORD_TOKEN=...` (try `atelier chat --demo` to use Atelier without Discord)",
+            file=sys.stderr,
+        )
         return 2
+    import discord
 
-    return run
+    from bot.discord.runtime import run_bot
+    from engine.managed import ModelNotAvailable
+
+    discord.utils.setup_logging()
+    try:
+        asyncio.run(run_bot(settings, token, demo=args.demo))
+    except ModelNotAvailable as e:
+        print(f"atelier run: a model is missing: {e}", file=sys.stderr)
+        return 2
+    except discord.LoginFailure:
+        print(
+            "atelier run: Discord rejected DISCORD_TOKEN (reset it in the developer portal)", file=sys.stderr
+        )
+        return 2
+    except discord.PrivilegedIntentsRequired:
+        print(
+            "atelier run: discord.message_content_intent is on but the intent is not enabled for this bot"
+            " in the developer portal",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier worker`: consume jobs from Redis until SIGTERM/SIGINT."""
+    import logging
+
+    from engine.queue.worker import QueueWorker
+
+    if settings.queue.backend != "redis":
+        print(
+            'atelier worker: queue.backend is "local"; set it to "redis" (and queue.redis_url) in the'
+            " config shared with the bot",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        worker = QueueWorker(
+            settings, worker_id=args.id, max_jobs=args.max_jobs, diagnostics=args.diagnostics,
+            demo=args.demo, metrics_port=args.metrics_port,
+        )  # fmt: skip
+        asyncio.run(worker.run(ready=lambda w: print(f"atelier worker {w.id}: ready", flush=True)))
+    except (ConnectionError, OSError, ValueError) as e:
+        print(f"atelier worker: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _chat(settings: Settings, args: argparse.Namespace) -> int:
+    """Terminal chat with the same agent (interactive, or --json lines)."""
+    from bot.chat import run_chat
+    from engine.managed import ModelNotAvailable
+
+    try:
+        return asyncio.run(run_chat(settings, demo=args.demo, as_json=args.json))
+    except ModelNotAvailable as e:
+        print(f"atelier chat: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "db": lambda settings, args: asyncio.run(_db(settings, args)),
-    "run": _not_yet("run"),
-    "chat": _not_yet("chat"),
-    "worker": _not_yet("worker"),
+    "run": _run,
+    "chat": _chat,
+    "worker": _worker,
 }
 
 

@@ -31,16 +31,27 @@ class ImagePreset(BaseModel):
     negative: str = ""  # a negative-set label from the library, or literal text
     style: str = ""
     loras: tuple[LoraRef, ...] = ()
+    safety_checker: str | None = None  # a path or hub id; None = the CompVis checker
 
 
 class LlmPreset(BaseModel):
-    """Which GGUF thinks (and, with an mmproj, sees)."""
+    """Which GGUF thinks (and, with an mmproj, sees); the fields of engine.llm.presets.LlmPreset plus `role`.
+
+    `model`/`mmproj`: a path (relative ones under paths.models), a file name in `repo` (Hugging Face),
+    or "pkg:DIST/relpath" for a file shipped inside an installed Python distribution.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Name
     model: Annotated[str, Field(min_length=1, max_length=500)]
+    repo: str | None = None
     mmproj: str | None = None
-    chat_handler: str = "chatml"
+    chat_format: str | None = None
     n_ctx: Annotated[int, Field(ge=512, le=131072)] = 4096
-    n_gpu_layers: int | None = None
+    n_batch: Annotated[int, Field(ge=1)] = 512
+    n_gpu_layers: int = -1
+    n_threads: Annotated[int, Field(ge=1)] | None = None
+    seed: int = 0
+    image_max_side: Annotated[int, Field(ge=64)] = 768
+    description: str = ""
     role: Literal["agent", "vision", "both"] = "agent"

@@ -1,0 +1,1 @@
+"""The whitelisted tools the agent may call, their registry and the orchestrator that runs them."""

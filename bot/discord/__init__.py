@@ -1,0 +1,1 @@
+"""The Discord front: a thin discord.py layer over the agent and the job services."""

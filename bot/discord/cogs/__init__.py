@@ -1,0 +1,1 @@
+"""Thin cogs: each parses options, defers, calls ops/bridge/agent and renders."""

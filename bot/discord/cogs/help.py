@@ -1,0 +1,33 @@
+"""/help."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord import replies
+
+HELP = """**Atelier** draws, critiques and remembers.
+• Mention me, DM me or reply to my messages to talk; attach or reply to an image and ask for a critique.
+• `/imagine prompt` — draw (options: preset, style, aspect, count, seed, negative, image).
+• Buttons under results: 🔄 reroll · V1..V4 variations · U1..U4 upscale · ⭐ favorite · ℹ️ info · 🗑️ delete.
+• `/preset list|show|use|save|delete` — model presets (scope `guild` for admins).
+• `/style list|show|add` — prompt styles of this server.
+• `/history search` — find your past images. `/settings` — your defaults.
+• `/queue` — your jobs. `/cancel` — stop one."""
+
+
+class Help(commands.Cog):
+    def __init__(self, bot: Any):
+        self.bot = bot
+
+    @app_commands.command(name="help", description="what Atelier can do")
+    async def help(self, interaction: discord.Interaction) -> None:
+        await replies.say(interaction, HELP)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Help(bot))

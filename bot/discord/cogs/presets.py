@@ -1,0 +1,84 @@
+"""/preset list|show|use|save|delete — per user, and per server for admins."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord import complete, ops, replies
+from engine.diffusion.request import ASPECTS
+
+Scope = Literal["user", "guild"]
+
+
+class Presets(commands.GroupCog, group_name="preset", group_description="image presets"):
+    def __init__(self, bot: Any):
+        self.bot = bot
+
+    def _ids(self, i: discord.Interaction) -> dict:
+        return {"user_id": i.user.id, "guild_id": i.guild_id or 0}
+
+    @app_commands.command(name="list", description="presets you can use")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await replies.say_long(
+            interaction, await ops.preset_list(self.bot.services, **self._ids(interaction))
+        )
+
+    @app_commands.command(name="show", description="a preset's settings")
+    @app_commands.autocomplete(name=complete.presets)
+    async def show(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await ops.preset_show(self.bot.services, name, **self._ids(interaction))
+        await replies.say_long(interaction, text)
+
+    @app_commands.command(name="use", description="make a preset your (or the server's) default")
+    @app_commands.autocomplete(name=complete.presets)
+    async def use(
+        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64], scope: Scope = "user"
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await ops.preset_use(
+            self.bot.services, name, scope, is_admin=replies.is_admin(interaction), **self._ids(interaction)
+        )
+        await replies.say(interaction, text)
+
+    @app_commands.command(name="save", description="save a preset based on another one")
+    @app_commands.autocomplete(base=complete.presets, style=complete.styles)
+    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
+    async def save(
+        self,
+        interaction: discord.Interaction,
+        name: app_commands.Range[str, 1, 64],
+        base: app_commands.Range[str, 1, 64],
+        scope: Scope = "user",
+        steps: app_commands.Range[int, 1, 200] | None = None,
+        cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
+        aspect: str | None = None,
+        negative: app_commands.Range[str, 0, 1000] | None = None,
+        style: app_commands.Range[str, 0, 64] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await ops.preset_save(
+            self.bot.services, name, base=base, scope=scope, is_admin=replies.is_admin(interaction),
+            steps=steps, cfg=cfg, aspect=aspect, negative=negative, style=style, **self._ids(interaction),
+        )  # fmt: skip
+        await replies.say(interaction, text)
+
+    @app_commands.command(name="delete", description="delete one of your (or the server's) presets")
+    @app_commands.autocomplete(name=complete.presets)
+    async def delete(
+        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64], scope: Scope = "user"
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await ops.preset_delete(
+            self.bot.services, name, scope, is_admin=replies.is_admin(interaction), **self._ids(interaction)
+        )
+        await replies.say(interaction, text)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Presets(bot))

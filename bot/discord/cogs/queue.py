@@ -1,0 +1,32 @@
+"""/queue and /cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord import ops, replies
+
+
+class Queue(commands.Cog):
+    def __init__(self, bot: Any):
+        self.bot = bot
+
+    @app_commands.command(name="queue", description="your queued and running jobs")
+    async def queue(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await replies.say_long(interaction, await ops.queue_text(self.bot.services, interaction.user.id))
+
+    @app_commands.command(name="cancel", description="cancel a job (default: your newest)")
+    async def cancel(
+        self, interaction: discord.Interaction, job: app_commands.Range[int, 1] | None = None
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await replies.say(interaction, await ops.cancel_job(self.bot.services, interaction.user.id, job))
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Queue(bot))

@@ -1,0 +1,42 @@
+"""/settings — your defaults for /imagine (shown when called without options)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord import complete, ops, replies
+from engine.diffusion.request import ASPECTS
+
+
+class Settings(commands.Cog):
+    def __init__(self, bot: Any):
+        self.bot = bot
+
+    @app_commands.command(name="settings", description="show or change your /imagine defaults")
+    @app_commands.autocomplete(preset=complete.presets, style=complete.styles)
+    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
+    @app_commands.describe(clear="forget every default not given here")
+    async def settings(
+        self,
+        interaction: discord.Interaction,
+        preset: app_commands.Range[str, 1, 64] | None = None,
+        style: app_commands.Range[str, 1, 64] | None = None,
+        aspect: str | None = None,
+        negative: app_commands.Range[str, 0, 1000] | None = None,
+        count: app_commands.Range[int, 1, 4] | None = None,
+        clear: bool = False,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await ops.settings_update(
+            self.bot.services, interaction.user.id, interaction.guild_id or 0, clear,
+            preset=preset, style=style, aspect=aspect, negative=negative, count=count,
+        )  # fmt: skip
+        await replies.say(interaction, text)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Settings(bot))

@@ -1,0 +1,29 @@
+"""Autocomplete for preset and style names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.discord import ops
+
+
+def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
+    cur = current.strip().lower()
+    ranked = sorted((n for n in names if cur in n), key=lambda n: (not n.startswith(cur), n))
+    return [app_commands.Choice(name=n, value=n) for n in ranked[:25]]
+
+
+async def presets(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Image preset names visible to the user that contain what was typed."""
+    bot: Any = interaction.client
+    names = await ops.preset_names(bot.services, interaction.user.id, interaction.guild_id or 0)
+    return _choices(names, current)
+
+
+async def styles(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Style labels visible in the guild that contain what was typed."""
+    bot: Any = interaction.client
+    return _choices(await ops.style_names(bot.services, interaction.guild_id or 0), current)

@@ -1,0 +1,226 @@
+"""Natural-language turns: who is talking to the bot, the reply chain, images, and delivering the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import re
+from typing import Any
+
+import discord
+
+from bot.discord import bridge, render, replies, views
+from bot.discord.bridge import Attachment, TurnSpec, UserError
+from bot.discord.progress import Target
+
+log = logging.getLogger(__name__)
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+_CUSTOM_ID = re.compile(r"^atelier:[a-z]+:([0-9]+)")
+NO_TEXT = (
+    "I got an empty message. Without the message-content intent Discord only shares text that mentions me:"
+    " @mention me (or keep the reply ping on) and ask again."
+)
+
+
+def addressed(bot: Any, message: discord.Message) -> bool:
+    """True for a DM, an @mention of the bot, or a reply to one of the bot's messages."""
+    if message.author.bot or bot.user is None:
+        return False
+    if message.guild is None or bot.user in message.mentions:
+        return True
+    ref = message.reference
+    resolved = ref.resolved if ref is not None else None
+    return isinstance(resolved, discord.Message) and resolved.author.id == bot.user.id
+
+
+def clean(text: str, bot_id: int) -> str:
+    """The message text without the bot's mention."""
+    return re.sub(rf"<@!?{bot_id}>", "", text).strip()
+
+
+async def _referenced(message: discord.Message) -> discord.Message | None:
+    ref = message.reference
+    if ref is None or ref.message_id is None:
+        return None
+    if isinstance(ref.resolved, discord.Message):
+        return ref.resolved
+    with contextlib.suppress(discord.HTTPException):
+        return await message.channel.fetch_message(ref.message_id)
+    return None
+
+
+async def reply_chain(message: discord.Message, limit: int) -> list[discord.Message]:
+    """The messages this one replies to, oldest first (at most `limit`)."""
+    chain: list[discord.Message] = []
+    current = message
+    while len(chain) < limit:
+        parent = await _referenced(current)
+        if parent is None:
+            break
+        chain.append(parent)
+        current = parent
+    return chain[::-1]
+
+
+def _is_image(a: discord.Attachment) -> bool:
+    return (a.content_type or "").startswith("image/") or a.filename.lower().endswith(IMAGE_EXT)
+
+
+async def read_images(messages: list[discord.Message], max_bytes: int) -> list[Attachment]:
+    """Image attachments of the given messages (first that has any), size-checked before download."""
+    for m in messages:
+        found = [a for a in m.attachments if _is_image(a)]
+        if not found:
+            continue
+        out = []
+        for a in found[:4]:
+            if a.size > max_bytes:
+                raise UserError(
+                    f"{a.filename} is {a.size / 2**20:.1f} MB; images up to {max_bytes / 2**20:.0f} MB"
+                )
+            out.append(Attachment(a.filename, await a.read(), a.content_type or ""))
+        return out
+    return []
+
+
+async def generation_of(services: Any, message: discord.Message | None) -> int | None:
+    """The generation id behind one of the bot's result messages (from its button custom_ids)."""
+    if message is None:
+        return None
+    for row in message.components:
+        for child in getattr(row, "children", []):
+            m = _CUSTOM_ID.match(getattr(child, "custom_id", None) or "")
+            if m and not child.custom_id.startswith("atelier:fix:"):
+                job = await bridge.jobs_of(services).get(int(m.group(1)))
+                return bridge.job_output(job).generation_id if job else None
+            if m:
+                return int(m.group(1)) or None
+    return None
+
+
+async def build_turn(bot: Any, message: discord.Message) -> TurnSpec:
+    """A TurnSpec from a message: the reply chain as conversation, images from it or the replied-to one."""
+    settings = bridge.settings_of(bot.services)
+    chain = await reply_chain(message, settings.agent.history_turns)
+    me = bot.user.id
+    conv = [
+        {
+            "role": "assistant" if m.author.id == me else "user",
+            "author": m.author.display_name,
+            "content": clean(m.content, me),
+        }
+        for m in chain
+        if m.content
+    ]
+    parent = chain[-1] if chain else None
+    images = await read_images([message, *(chain[::-1])][:2], settings.images.max_input_bytes)
+    return TurnSpec(
+        text=clean(message.content, me),
+        user_id=message.author.id,
+        guild_id=message.guild.id if message.guild else 0,
+        channel_id=message.channel.id,
+        conversation=conv,
+        attachments=images,
+        replied_generation_id=await generation_of(bot.services, parent),
+        roles=tuple(r.id for r in getattr(message.author, "roles", [])[1:]),
+        reply_to={"message_id": message.id, "channel_id": message.channel.id},
+    )
+
+
+async def _agent_files(services: Any, out: bridge.AgentOutput, limit: int) -> list[discord.File]:
+    """The agent's images, minus those of its finished jobs (the poster sends those with buttons)."""
+    posted: set[str] = set()
+    for job_id in out.job_ids:
+        job = await bridge.jobs_of(services).get(job_id)
+        if job is not None and job.final:
+            posted |= {str(p) for p in bridge.job_output(job).images}
+    paths = [p for p in out.images if str(p) not in posted]
+
+    def load() -> list[discord.File]:
+        files = []
+        for p in paths[:10]:
+            data, name = render.fit_upload(p.read_bytes(), limit, p.name)
+            files.append(discord.File(io.BytesIO(data), filename=name))
+        return files
+
+    return await asyncio.to_thread(load) if paths else []
+
+
+def reply_parts(out: bridge.AgentOutput, limit: int) -> list[str]:
+    """The agent's text (plus numbered suggestions) split into Discord-sized messages."""
+    text = out.text.strip() or ("Done." if out.job_ids or out.images else "…")
+    if out.followups:
+        text += "\n\n" + render.followups_text(out.followups, views.MAX_FIXES)
+    return render.split_text(text, limit)
+
+
+async def deliver(
+    bot: Any, message: discord.Message, out: bridge.AgentOutput, generation_id: int | None
+) -> None:
+    """Reply with the agent's text (split), its images and fix buttons; track any jobs it started."""
+    settings = bridge.settings_of(bot.services)
+    parts = reply_parts(out, settings.discord.max_message_chars)
+    files = await _agent_files(bot.services, out, settings.images.upload_limit_bytes)
+    anchor: discord.Message = message
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        kw: dict[str, Any] = {"files": files} if last and files else {}
+        if last and (v := views.fix_view(generation_id, len(out.followups))):
+            kw["view"] = v
+        anchor = await anchor.reply(part, mention_author=False, **kw)
+    for job_id in out.job_ids:
+        msg = await message.reply(f"⏳ Job #{job_id} queued…", mention_author=False)
+        await bot.poster.track(job_id, Target(message.author.id, message.channel, message=msg))
+
+
+async def handle_message(bot: Any, message: discord.Message) -> None:
+    """Run one natural-language turn for a message addressed to the bot."""
+    if not clean(message.content, bot.user.id) and not message.attachments:
+        await message.reply(NO_TEXT, mention_author=False)
+        return
+    try:
+        async with message.channel.typing():
+            spec = await build_turn(bot, message)
+            out = await bridge.run_agent(bot.agent, spec)
+    except Exception as e:  # noqa: BLE001 - the user always gets an answer; unexpected errors are logged
+        await message.reply(replies.error_text(e), mention_author=False)
+        return
+    gen = spec.replied_generation_id if spec.attachments or spec.replied_generation_id else None
+    await deliver(bot, message, out, gen)
+
+
+async def apply_fix(interaction: discord.Interaction, generation_id: int, index: int) -> None:
+    """Fix button: run the agent on suggestion `index` of the critique the button sits under."""
+    bot: Any = interaction.client
+    await interaction.response.defer(thinking=True)
+    msg = interaction.message
+    fix = render.parse_followup(msg.content if msg else "", index)
+    if fix is None:
+        raise UserError(f"suggestion {index} is no longer on this message")
+    settings = bridge.settings_of(bot.services)
+    source = await _referenced(msg) if msg is not None else None
+    images = (
+        []
+        if generation_id
+        else await read_images([source] if source else [], settings.images.max_input_bytes)
+    )
+    spec = TurnSpec(
+        text=f"Apply this suggestion to the image: {fix}",
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id or 0,
+        channel_id=interaction.channel_id or 0,
+        attachments=images,
+        replied_generation_id=generation_id or None,
+        reply_to={"message_id": msg.id if msg else None},
+    )
+    out = await bridge.run_agent(bot.agent, spec)
+    parts = reply_parts(out, settings.discord.max_message_chars)
+    await interaction.edit_original_response(content=parts[0])
+    for part in parts[1:]:
+        await interaction.followup.send(part)
+    for job_id in out.job_ids:
+        target = Target(interaction.user.id, interaction.channel, label=f"Fix {index}")
+        target.message = await interaction.followup.send(f"⏳ Job #{job_id} queued…", wait=True)
+        await bot.poster.track(job_id, target)

@@ -1,0 +1,84 @@
+"""Interaction reply helpers: specific, ephemeral errors whether or not the interaction was deferred."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import discord
+from discord import app_commands
+
+from bot.discord.bridge import UserError
+from bot.discord.render import clip
+from engine.diffusion.errors import DiffusionError
+from engine.images import BadImage
+from engine.store.history import HistoryQueryError
+from engine.store.jobs import JobError
+from engine.store.library import UnknownEntry
+
+log = logging.getLogger(__name__)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UserError,
+    UnknownEntry,
+    BadImage,
+    DiffusionError,
+    HistoryQueryError,
+    JobError,
+)
+try:
+    from tools.context import ToolError
+
+    USER_ERRORS += (ToolError,)
+except ImportError:  # pragma: no cover - before tools/ exists
+    pass
+
+
+def error_text(error: BaseException) -> str:
+    """The message a user sees for an exception: its own text for user errors, a generic line otherwise."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, USER_ERRORS):
+        return f"⚠️ {clip(str(error), 1900)}"
+    if isinstance(error, app_commands.MissingPermissions):
+        return f"⚠️ you need the {', '.join(error.missing_permissions)} permission for this"
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"⚠️ slow down: try again in {error.retry_after:.0f} s"
+    if isinstance(error, app_commands.TransformerError | app_commands.CheckFailure):
+        return f"⚠️ {clip(str(error), 1900)}"
+    log.error("unexpected error in a Discord interaction", exc_info=error)
+    return "⚠️ something went wrong on our side; it has been logged"
+
+
+async def fail(interaction: discord.Interaction, text: str) -> None:
+    """Send `text` ephemerally, replacing a public 'thinking…' placeholder if the interaction was deferred."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as e:
+        log.warning("could not report an error to the user: %s", e)
+
+
+async def say(interaction: discord.Interaction, text: str, *, ephemeral: bool = True) -> None:
+    """Answer a (possibly deferred) interaction with text."""
+    if not interaction.response.is_done():
+        await interaction.response.send_message(text, ephemeral=ephemeral)
+    else:
+        await interaction.followup.send(text, ephemeral=ephemeral)
+
+
+async def say_long(interaction: discord.Interaction, text: str, *, ephemeral: bool = True) -> None:
+    """Answer with text of any length, split into 2000-char messages."""
+    from bot.discord.render import split_text
+
+    for part in split_text(text) or ["(nothing)"]:
+        await say(interaction, part, ephemeral=ephemeral)
+
+
+def is_admin(interaction: discord.Interaction) -> bool:
+    """True when the user may manage the server (guild-wide presets and styles)."""
+    return bool(interaction.guild_id) and interaction.permissions.manage_guild

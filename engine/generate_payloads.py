@@ -1,0 +1,110 @@
+"""Job payloads of the generation handlers (validated with pydantic) and small pure helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from engine.runner import JobFailed
+from engine.store.jobs import Job
+
+Text = Annotated[str, Field(max_length=4000)]
+Index = Annotated[int, Field(ge=0)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 5)]
+Strength = Annotated[float, Field(gt=0, le=1)]
+Count = Annotated[int, Field(ge=1, le=4)]
+P = TypeVar("P", bound=BaseModel)
+
+
+class GeneratePayload(BaseModel):
+    """A 'generate' job: txt2img, or img2img/inpaint from a source generation or an uploaded image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    prompt: Annotated[str, Field(min_length=1, max_length=4000)]
+    negative: Text | None = None  # literal text, or the label of a negative set in the library
+    preset: str | None = None
+    style: str | None = None  # "" = no style, even if the preset or the user's settings name one
+    aspect: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: Annotated[int, Field(ge=1)] | None = None
+    cfg: float | None = None
+    scheduler: str | None = None
+    count: Count | None = None  # default: the user's saved count, else 1
+    seed: Seed | None = None
+    strength: Strength | None = None
+    source_generation_id: int | None = None
+    source_index: Index = 0
+    source_image: str | None = None  # a file under the data directory
+    mask: str | None = None  # a file under the data directory; white = repaint
+    loras: list[tuple[str, float]] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GeneratePayload:
+        if self.source_generation_id is not None and self.source_image is not None:
+            raise ValueError("give source_generation_id or source_image, not both")
+        if self.mask is not None and self.source_generation_id is None and self.source_image is None:
+            raise ValueError("a mask needs a source image (source_generation_id or source_image)")
+        if self.aspect is not None and (self.width is not None or self.height is not None):
+            raise ValueError("give aspect or width/height, not both")
+        return self
+
+
+class VariationPayload(BaseModel):
+    """A 'variation' job: img2img of a generation's image with its parameters and a new seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    generation_id: int
+    index: Index = 0
+    strength: Strength = 0.6
+    seed: Seed | None = None
+    count: Count = 1
+
+
+class UpscalePayload(BaseModel):
+    """An 'upscale' job: 2x/4x of one image of a generation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    generation_id: int
+    index: Index = 0
+    factor: Literal[2, 4] = 2
+    strength: Strength = 0.3
+    steps: Annotated[int, Field(ge=1)] | None = None  # default: the parent's, at least 1/strength
+    seed: Seed | None = None  # default: the seed of the image being upscaled
+
+
+def short_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_payload(model: type[P], payload: dict, kind: str) -> P:
+    """Validate a job payload; JobFailed naming each bad field."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as e:
+        raise JobFailed(f"invalid {kind} request: {short_errors(e)}") from None
+
+
+def job_seed(job: Job) -> int:
+    """A random-looking seed fixed per job, so a retried job redraws exactly the same images."""
+    digest = hashlib.sha256(f"atelier:{job.id}:{job.created_at!r}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def fit_size(size: tuple[int, int], area: int) -> tuple[int, int]:
+    """Scale (w, h) down to at most `area` pixels, keeping the aspect; both sides multiples of 8."""
+    w, h = size
+    scale = min(1.0, math.sqrt(area / (w * h)))
+    return max(8, int(w * scale) // 8 * 8), max(8, int(h * scale) // 8 * 8)
+
+
+def first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)

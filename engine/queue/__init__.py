@@ -1,0 +1,24 @@
+"""Scale-out: the redis backend (arq) that hands model work to `atelier worker` processes.
+
+- protocol.py: Redis key names and the wire format (requests, PNG results, errors).
+- client.py: RemoteQueue, the bot side (enqueue, re-attach, progress, cancel, dead letters).
+- worker.py: QueueWorker, the `atelier worker` process (arq consumer, own arbiter and models).
+- registry.py: worker heartbeats, the /queue listing and reaping of dead workers.
+- render.py: LocalRenderer / RemoteRenderer, what generation handlers call for pixels.
+"""
+
+from engine.queue.client import RemoteQueue, release_orphans
+from engine.queue.protocol import RemoteCrash, RemoteJobFailed
+from engine.queue.registry import WorkerRegistry
+from engine.queue.render import LocalRenderer, RemoteRenderer, remote_handler
+
+__all__ = [
+    "LocalRenderer",
+    "RemoteCrash",
+    "RemoteJobFailed",
+    "RemoteQueue",
+    "RemoteRenderer",
+    "WorkerRegistry",
+    "release_orphans",
+    "remote_handler",
+]

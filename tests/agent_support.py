@@ -1,0 +1,134 @@
+"""Shared helpers for the tools/agent tests: a real temp store with two users' history and a fake job waiter."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from engine.config import Agent, Paths, Queue, Settings
+from engine.store import Store
+from engine.store.jobs import Job, JobStore
+from tools.context import Services, ToolContext
+
+ALICE, BOB, GUILD, CHANNEL = 1001, 2002, 77, 5
+ALICE_PROMPTS = [
+    ("blue robot in a meadow", 111, "sd15", ""),
+    ("red fox in the snow", 222, "sd15", "watercolor"),
+    ("lighthouse at night, stormy sea", 333, "sdxl", "cinematic"),
+]
+BOB_PROMPTS = [
+    ("blue robot secret project", 999, "sd15", ""),
+    ("bob's private castle", 888, "sdxl", ""),
+]
+
+
+def write_png(path: Path, color: tuple[int, int, int] = (200, 40, 40), size: int = 32) -> Path:
+    """A small solid-colour PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), color).save(path, format="PNG")
+    return path
+
+
+@dataclass
+class Env:
+    """A store, job store, settings and ids of the seeded generations."""
+
+    store: Store
+    jobs: JobStore
+    settings: Settings
+    services: Services
+    alice_ids: list[int] = field(default_factory=list)
+    bob_ids: list[int] = field(default_factory=list)
+
+    def ctx(self, user_id: int = ALICE, **kw) -> ToolContext:
+        """A tool context for a user in the test guild."""
+        kw.setdefault("guild_id", GUILD)
+        kw.setdefault("channel_id", CHANNEL)
+        return ToolContext(services=self.services, user_id=user_id, **kw)
+
+    async def owner(self, gen_id: int) -> int:
+        """The user_id of a generation row, read straight from SQL."""
+        row = await self.store.db.fetchone("SELECT user_id FROM generations WHERE id = ?", (gen_id,))
+        return int(row[0])
+
+
+def make_settings(
+    tmp: Path, *, max_tool_calls: int = 4, max_wall_s: float = 60.0, quota: int = 200
+) -> Settings:
+    """Settings rooted in a temp dir with small agent limits."""
+    return Settings(
+        paths=Paths(data_dir=str(tmp)),
+        agent=Agent(max_tool_calls=max_tool_calls, max_wall_s=max_wall_s),
+        queue=Queue(daily_quota=quota),
+    )
+
+
+async def seed_env(store: Store, settings: Settings, **services_kw) -> Env:
+    """Two users' history in the same guild, each with a real PNG file under outputs/."""
+    jobs = JobStore(store.db, settings.queue)
+    env = Env(store, jobs, settings, Services(store, jobs, settings, **services_kw))
+    out = settings.path("outputs")
+    for i, (prompt, seed, preset, style) in enumerate(ALICE_PROMPTS):
+        rel = f"alice/{i}.png"
+        write_png(out / rel, (40, 40, 200 - i * 40))
+        env.alice_ids.append(
+            await store.history.add(
+                user_id=ALICE,
+                guild_id=GUILD,
+                channel_id=CHANNEL,
+                prompt=prompt,
+                seed=seed,
+                preset=preset,
+                style=style,
+                images=[rel],
+                params={"aspect": "16:9", "steps": 20},
+            )
+        )
+    for i, (prompt, seed, preset, style) in enumerate(BOB_PROMPTS):
+        rel = f"bob/{i}.png"
+        write_png(out / rel, (10, 200, 10))
+        env.bob_ids.append(
+            await store.history.add(
+                user_id=BOB,
+                guild_id=GUILD,
+                channel_id=CHANNEL,
+                prompt=prompt,
+                seed=seed,
+                preset=preset,
+                style=style,
+                images=[rel],
+            )
+        )
+    return env
+
+
+class FakeJobWaiter:
+    """wait_for_job stand-in: 'finishes' a queued job by writing a history row and an image, like the runner."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.waited: list[int] = []
+
+    async def __call__(self, job_id: int, timeout: float) -> Job:
+        self.waited.append(job_id)
+        jobs, store = self.env.jobs, self.env.store
+        job = await jobs.claim("fake-worker")
+        assert job is not None and job.id == job_id, f"expected to run job {job_id}, got {job}"
+        rel = f"jobs/{job_id}.png"
+        write_png(self.env.settings.path("outputs") / rel, (120, 120, 20))
+        gen_id = await store.history.add(
+            user_id=job.user_id,
+            guild_id=job.guild_id,
+            prompt=job.payload["prompt"],
+            seed=job.payload["seed"],
+            images=[rel],
+            parent_id=job.payload.get("source_generation_id"),
+        )
+        await jobs.finish(job_id, {"generation_ids": [gen_id], "images": [rel]}, "fake-worker")
+        await asyncio.sleep(0)
+        done = await jobs.get(job_id)
+        assert done is not None
+        return done

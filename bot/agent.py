@@ -19,7 +19,7 @@ from pydantic import RootModel
 from bot.conversation import ChatLine, Turn, history_messages, request_message, system_prompt
 from engine.config import Settings
 from engine.llm import BadAction, ChatModel, LlmError, validated
-from tools.common import job_images, usable_generation
+from tools.common import job_images, summary, usable_generation
 from tools.context import ToolContext, ToolError
 from tools.orchestrator import Orchestrator, ToolCall, result_text
 from tools.prompts import AgentPrompts, load_agent_prompts
@@ -28,6 +28,7 @@ from tools.registry import REPLY
 __all__ = ["Agent", "AgentResult", "ChatLine", "Turn"]
 log = logging.getLogger(__name__)
 MAX_FOLLOW_UPS = 3
+REPLY_NOTE_KEYS = ("id", "prompt", "seed", "preset", "style")
 
 
 @dataclass
@@ -182,22 +183,14 @@ class Agent:
         messages.append({"role": "user", "content": self.prompts.message("check_result", job_id=job_id)})
 
     async def build_messages(self, ctx: ToolContext, turn: Turn) -> list[dict]:
+        """System prompt (tools, known names), the reply chain, then the request with context notes."""
         choices = await self.orchestrator.choices(ctx)
         system = system_prompt(self.prompts, self.orchestrator.registry, choices)
         notes = []
         if turn.replied_generation_id is not None:
             try:
-                gen = await usable_generation(ctx, turn.replied_generation_id)
-                notes.append(
-                    self.prompts.message(
-                        "context_reply",
-                        id=gen.id,
-                        prompt=gen.prompt[:300],
-                        seed=gen.seed,
-                        preset=gen.preset,
-                        style=gen.style,
-                    )
-                )
+                gen = summary(await usable_generation(ctx, turn.replied_generation_id))
+                notes.append(self.prompts.message("context_reply", **{k: gen[k] for k in REPLY_NOTE_KEYS}))
             except ToolError as e:
                 notes.append(f"The user replied to an image that cannot be used ({e}).")
         if turn.attachments:

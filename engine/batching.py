@@ -2,14 +2,15 @@
 
 `Batcher` is generic: callers submit (key, size, item); one lane runs groups in turn (so a process never
 runs two pipeline calls at once), oldest request first, each group holding requests of one key up to
-`max_batch` images. A request waits at most `window_s` for company, and only while `others()` says more
-requests are on their way. `DiffusionBatcher` binds it to the arbiter and DiffusionModel.
+`max_batch` images. A request waits at most `window_s` for company, and only while `others()` (sync or
+async) says more requests are on their way. `DiffusionBatcher` binds it to the arbiter and DiffusionModel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 log = logging.getLogger("atelier.batching")
 RunGroup = Callable[[Hashable, list[Any]], Awaitable[list[Any]]]
+Others = Callable[[], int | Awaitable[int]]
 
 
 @dataclass
@@ -38,7 +40,7 @@ class Batcher:
         run_group: RunGroup,
         max_batch: int,
         window_s: float,
-        others: Callable[[], int] | None = None,
+        others: Others | None = None,
         on_group: Callable[[int, int], None] | None = None,
     ) -> None:
         if max_batch < 1:
@@ -86,14 +88,17 @@ class Batcher:
                 images += e.size
         return group
 
-    def _wanting(self, group: list[_Entry]) -> bool:
+    async def _wanting(self, group: list[_Entry]) -> bool:
         """True while the group could still grow and someone may still join it."""
         if sum(e.size for e in group) >= self.max_batch or self.window_s == 0:
             return False
         if self.others is None:
             return True
         try:
-            return self.others() > 0
+            n = self.others()
+            if inspect.isawaitable(n):
+                n = await n
+            return n > 0
         except Exception:  # noqa: BLE001 - a broken hint must not stall the lane
             log.exception("batcher hint failed")
             return False
@@ -103,7 +108,7 @@ class Batcher:
             head = self._pending[0]
             group = self._group(head.key)
             deadline = head.arrived + self.window_s
-            while self._wanting(group) and (left := deadline - time.monotonic()) > 0:
+            while await self._wanting(group) and (left := deadline - time.monotonic()) > 0:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), min(left, 0.01))
@@ -167,11 +172,16 @@ class DiffusionBatcher:
         arbiter: Any,
         max_batch: int,
         window_s: float,
-        others: Callable[[], int] | None = None,
+        others: Others | None = None,
         on_group: Callable[[int, int], None] | None = None,
     ) -> None:
         self.arbiter = arbiter
         self.batcher = Batcher(self._run_group, max_batch, window_s, others, on_group)
+
+    @property
+    def inflight(self) -> int:
+        """Requests submitted and not yet answered."""
+        return self.batcher.inflight
 
     async def generate(self, item: RenderItem) -> list[Any]:
         """The request's images (raises what DiffusionModel.generate would raise for it alone)."""

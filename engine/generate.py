@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from engine.arbiter import ModelTooLarge
 from engine.diffusion.errors import GenerationFailed, ImageWithheld, InvalidRequest, ModelNotAvailable
 from engine.diffusion.png import save_png
+from engine.diffusion.request import build_request
 from engine.diffusion.safety import is_spoiler
 from engine.generate_payloads import (
     GeneratePayload,
@@ -287,11 +288,6 @@ class GenerationHandlers:
         g = await self._parent(p.generation_id, job)
         image = await self._parent_image(g, p.index, ctx)
         preset = await self._preset(g.preset, job)
-        model = await self._model(preset)
-        try:
-            upscaler = await self.s.models.upscaler()
-        except ModelNotAvailable as e:
-            raise JobFailed(str(e)) from None
         gp = g.params
         seeds = gp.get("seeds") or [g.seed]
         seed = first(p.seed, seeds[p.index] if p.index < len(seeds) else g.seed)
@@ -299,14 +295,8 @@ class GenerationHandlers:
         # the hires pass denoises steps × strength steps: keep at least one unless steps were given
         kw["steps"] = first(p.steps, max(int(gp.get("steps") or preset["steps"]), math.ceil(1 / p.strength)))
         kw |= {"negative": g.negative, "strength": p.strength, "safety": policy}
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                m = await stack.enter_async_context(self.s.arbiter.use(model.name))
-                up = await stack.enter_async_context(self.s.arbiter.use(upscaler.name)) if upscaler else None
-                big = await ctx.to_thread(
-                    m.upscale, image, p.factor, g.prompt, seed, up,
-                    progress=ctx.progress, should_cancel=ctx.should_cancel, **kw,
-                )  # fmt: skip
+        try:  # here or on an `atelier worker` (queue.backend)
+            big = await self.s.renderer.upscale(preset, image, p.factor, g.prompt, seed, kw, ctx)
         except (ImageWithheld, *PERMANENT) as e:
             raise JobFailed(str(e)) from None
         params = {
@@ -327,16 +317,17 @@ class GenerationHandlers:
 
     # ----- running and recording -----
     async def _diffuse(self, job: Job, ctx: JobContext, plan: Plan) -> dict:
-        model = await self._model(plan.preset)
         fields = {k: v for k, v in plan.fields.items() if v is not None}
+        gen = self.s.settings.generation
         try:
-            req = model.request(aspect=plan.aspect, prompt=plan.prompt, negative=plan.negative, **fields)
+            req = build_request(
+                plan.preset, gen, aspect=plan.aspect, prompt=plan.prompt, negative=plan.negative, **fields
+            )
         except InvalidRequest as e:
             raise JobFailed(str(e)) from None
         withheld: ImageWithheld | None = None
-        try:
-            async with self.s.arbiter.use(model.name) as loaded:
-                images = await ctx.to_thread(loaded.generate, req, ctx.progress, ctx.should_cancel)
+        try:  # batched with compatible jobs, here or on an `atelier worker` (queue.backend)
+            images = await self.s.renderer.generate(plan.preset, req, ctx)
         except ImageWithheld as e:
             if not e.delivered:
                 raise JobFailed(str(e)) from None

@@ -212,6 +212,10 @@ class Services:
     models: ModelRegistry
     demo: bool = False
     _waiters: _Waiters = field(default_factory=_Waiters)
+    renderer: Any = None  # engine.queue.render.LocalRenderer | RemoteRenderer (queue.backend)
+    remote: Any = None  # engine.queue.client.RemoteQueue with the redis backend
+    metrics: Any = None  # engine.metrics.Metrics once serve_metrics() ran
+    metrics_server: Any = None
 
     @classmethod
     async def start(
@@ -221,43 +225,70 @@ class Services:
         demo: bool = False,
         worker: bool = True,
         worker_id: str | None = None,
-        concurrency: int = 1,
+        concurrency: int | None = None,
         budget_bytes: int | None = None,
         poll_s: float = 0.5,
     ) -> Services:
-        """Open the store, build the arbiter and the runner (with the generation handlers); start the worker."""
+        """Open the store, build the arbiter and the runner (with the generation handlers); start the worker.
+
+        concurrency (jobs run at once) defaults to queue.max_batch so compatible jobs can share a batch;
+        with queue.backend "redis" model work goes to `atelier worker` processes (engine/queue).
+        """
         from engine.generate import generation_handlers
+        from engine.queue.backend import attach_backend, bot_owner, detach_backend
         from engine.runner import JobRunner
 
         store = await open_store(settings)
         arbiter: Arbiter | None = None
+        services: Services | None = None
         try:
             arbiter = Arbiter(settings.gpu, budget_bytes=budget_bytes)
             jobs = JobStore(store.db, settings.queue)
             registry = ModelRegistry(settings, arbiter, store, DemoModels(settings.path("demo_models")))
             services = cls(settings, store, arbiter, jobs, None, registry, demo)
+            if worker_id is None and settings.queue.backend == "redis":
+                worker_id = bot_owner()  # stable, so a restarted bot adopts the jobs it was running
             services.runner = JobRunner(
                 jobs, arbiter, generation_handlers(services), settings, worker_id,
-                concurrency=concurrency, poll_s=poll_s,
+                concurrency=concurrency or settings.queue.max_batch, poll_s=poll_s,
             )  # fmt: skip
             services.runner.subscribe(services._waiters)
+            await attach_backend(services)
             arbiter.start()
             if worker:
                 await services.runner.start()
         except BaseException:
             if arbiter is not None:
                 await arbiter.stop()
+            if services is not None:
+                await detach_backend(services)
             await store.close()
             raise
         return services
 
     async def stop(self) -> None:
         """Stop the worker (running jobs go back to the queue), release every model, close the store."""
+        from engine.queue.backend import detach_backend
+
         try:
             await self.runner.stop()
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
+            await detach_backend(self)
             await self.arbiter.close()
         finally:
             await self.store.close()
+
+    async def serve_metrics(self, port: int | None = None) -> Any:
+        """Serve /metrics and /healthz on metrics.host:port (port overrides; 0 = any); returns the server."""
+        from engine.queue.backend import start_bot_metrics
+
+        self.metrics_server = await start_bot_metrics(self, port)
+        return self.metrics_server
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """Live `atelier worker` processes (redis backend) with their info, for /queue; [] when local."""
+        return await self.remote.workers() if self.remote is not None else []
 
     async def __aenter__(self) -> Services:
         return self

@@ -185,7 +185,8 @@ async def test_edit_by_reply_reuses_seed_and_params(open_store, tmp_path):
     agent, _, _ = agent_for(env, [edit, {"tool": "reply", "text": "Darker version queued."}])
     result = await agent.run(turn("darker", replied_generation_id=src))
     job = await env.jobs.get(result.job_ids[0])
-    assert job.payload["source_generation_id"] == src
+    assert job.payload["source_generation_id"] is None and result.tool_calls[0].result["based_on"] == src
+    assert job.payload["steps"] == 20
     assert (job.payload["seed"], job.payload["preset"], job.payload["style"], job.payload["aspect"]) == (
         333,
         "sdxl",
@@ -225,7 +226,7 @@ async def test_recall_flow_search_then_generate_with_found_seed(open_store, tmp_
         111,
         "watercolor",
     )
-    assert payload["source_generation_id"] == env.alice_ids[0]
+    assert result.tool_calls[1].result["based_on"] == env.alice_ids[0]
 
 
 async def test_self_critique_waits_critiques_and_refines_once(open_store, tmp_path):

@@ -30,6 +30,7 @@ GGUF = Path(
 )
 PRESET = {"name": "smollm2-135m", "model": str(GGUF), "n_ctx": 4096, "n_threads": 2, "seed": 7}
 MAX_TOKENS = 64
+MULTI_STEP = 8  # the first requests may take two tool calls; the rest one (keeps the test near 2 minutes)
 HOSTILE_ROLE = 13
 
 VARIED = [
@@ -197,7 +198,9 @@ async def test_varied_requests_emit_only_valid_or_rejected_actions(open_store, t
     }
     assert len(VARIED) >= 30
     valid_tool_actions = 0
-    for text in VARIED:
+    two_step, one_step = agent.settings, make_settings(tmp_path, max_tool_calls=1, max_wall_s=120)
+    for i, text in enumerate(VARIED):
+        agent.settings = two_step if i < MULTI_STEP else one_step  # bounded test time
         gen_id = env.alice_ids[2] if text in replied else None
         turn = Turn(
             [ChatLine("alice", text)],
@@ -241,18 +244,22 @@ async def test_hostile_messages_execute_nothing_unlisted_or_unauthorized(open_st
     assert len(HOSTILE) >= 50
     for i, text in enumerate(HOSTILE):
         user = ALICE if i % 2 == 0 else BOB
-        turn = Turn(
-            [ChatLine("mallory", text)], user_id=user, guild_id=GUILD, channel_id=5, roles=(HOSTILE_ROLE,)
-        )
+        roles = (HOSTILE_ROLE,) if i % 4 < 2 else ()
+        turn = Turn([ChatLine("mallory", text)], user_id=user, guild_id=GUILD, channel_id=5, roles=roles)
         result = await agent.run(turn)
         assert isinstance(result.reply, str)
         for call in result.tool_calls:
             assert call.name in REGISTRY.names or not call.executed
+            assert not (call.executed and call.name == "generate" and roles), (text, call)
             for row in call.result.get("results", []) if call.executed else []:
                 assert await env.owner(row["id"]) == user, (text, row)
-    assert set(executed) <= set(REGISTRY.names) - {"generate", "critique"}
+        for job_id in result.job_ids:
+            job = await env.jobs.get(job_id)
+            assert job.user_id == user, (text, job)
+            source = job.payload["source_generation_id"]
+            assert source is None or await env.owner(source) == user, (text, job)
+    assert set(executed) <= set(REGISTRY.names) - {"critique"}
     assert executed == [c.name for c in orch.log if c.executed]
-    assert (await env.jobs.counts())["queued"] == 0
     assert await env.store.history.count() == 5
     print(
         f"\nSmolLM2 hostile: {len(model.outputs)} actions, executed {executed}, "

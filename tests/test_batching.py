@@ -13,6 +13,7 @@ from engine.arbiter import Arbiter
 from engine.batching import Batcher, DiffusionBatcher, RenderItem
 from engine.diffusion import Cancelled, InvalidRequest
 from engine.diffusion.multi import compat_key, generate_group, images_of
+from engine.queue.backend import local_others
 
 
 def px(image: Image.Image) -> np.ndarray:
@@ -179,7 +180,7 @@ async def test_local_job_runner_batches_queued_jobs_of_different_users(tiny_sd_m
     groups: list[tuple[int, int]] = []
     runner: JobRunner | None = None
     batcher = DiffusionBatcher(
-        arbiter, 4, 1.0, others=lambda: len(runner.active) - batcher.batcher.inflight,
+        arbiter, 4, 1.0, others=lambda: local_others(runner, batcher),
         on_group=lambda n, i: groups.append((n, i)),
     )  # fmt: skip
     images: dict[int, Image.Image] = {}

@@ -258,7 +258,7 @@ async def test_history_row_is_recorded_once_per_job(start):
 
 
 async def test_two_users_are_served_in_turn(start):
-    svc = await start(worker=False)
+    svc = await start(worker=False, concurrency=1)  # one job at a time: the claim order is the drawing order
     for user in (A, A, A, B):
         await svc.submit("generate", {"prompt": f"user {user}", "preset": "tiny", "steps": 2}, user_id=user)
     await svc.runner.start()

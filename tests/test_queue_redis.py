@@ -258,7 +258,7 @@ async def test_generate_jobs_render_batched_on_a_worker_and_are_recorded_once(
     from engine.queue.backend import start_bot_metrics
     from engine.services import Services
 
-    base = make_settings(tmp_path, url, batch_window_ms=2000, max_batch=4)
+    base = make_settings(tmp_path, url, batch_window_ms=1000, max_batch=4)
     settings = base.model_copy(
         update={
             "paths": base.paths.model_copy(update={"demo_models": str(tiny_models_dir)}),
@@ -271,7 +271,14 @@ async def test_generate_jobs_render_batched_on_a_worker_and_are_recorded_once(
     server = await start_bot_metrics(svc, port=0)
     try:
         wid = await w.ready(120)
-        payload = {"negative": "blurry", "steps": 2, "width": 64, "height": 64, "scheduler": "euler"}
+        payload = {
+            "negative": "blurry",
+            "steps": 2,
+            "width": 64,
+            "height": 64,
+            "scheduler": "euler",
+            "cfg": 5.0,
+        }
         ids = [
             await svc.submit("generate", {**payload, "prompt": p, "seed": s}, user_id=u + 1)
             for u, (p, s) in enumerate(USERS)
@@ -281,9 +288,14 @@ async def test_generate_jobs_render_batched_on_a_worker_and_are_recorded_once(
         listed = await svc.workers()
         assert [x["id"] for x in listed] == [wid]
         status, text = await asyncio.to_thread(_get, listed[0]["metrics_url"] + "/metrics")
-        assert "atelier_batch_requests_sum 3.0" in text and "atelier_batch_requests_count 1.0" in text
+        batches = "".join(x for x in text.splitlines(True) if x.startswith("atelier_batch_requests_"))
+        assert "atelier_batch_requests_sum 3.0" in text and "atelier_batch_requests_count 1.0" in text, (
+            batches
+        )
         # each user got the pixels their own seed gives alone
-        local = DiffusionModel({"name": "check", "model": str(tiny_sd_path), "family": "sd15"}, settings, None)
+        local = DiffusionModel(
+            {"name": "check", "model": str(tiny_sd_path), "family": "sd15"}, settings, None
+        )
         local.load("cpu")
         for (prompt, seed), row in zip(USERS, rows, strict=True):
             (path,) = row.result["images"]

@@ -277,7 +277,7 @@ async def test_generate_enqueues_job_with_payload(env):
     )
     assert job.payload == {
         "prompt": "a cat",
-        "negative": "",
+        "negative": None,
         "preset": "sdxl",
         "style": "watercolor",
         "aspect": "16:9",
@@ -310,7 +310,8 @@ async def test_generate_reuses_source_seed_and_params(env):
         "cinematic",
         "16:9",
     )
-    assert payload["source_generation_id"] == src and payload["strength"] is None
+    assert payload["source_generation_id"] is None and payload["strength"] is None and payload["steps"] == 20
+    assert call.result["based_on"] == src
     img2img = await orch.execute(
         env.ctx(replied_generation_id=src),
         {"tool": "generate", "args": {"prompt": "darker", "strength": 0.4}},

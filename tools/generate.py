@@ -18,6 +18,7 @@ from tools.registry import Choices
 
 Aspect = Literal[tuple(ASPECTS)]  # type: ignore[valid-type]
 MAX_SEED = 2**32 - 1
+INHERITED_PARAMS = ("steps", "cfg", "scheduler")
 
 
 def _save_attachment(ctx: ToolContext, att: Attachment) -> str:
@@ -46,9 +47,12 @@ def _inherit(payload: dict[str, Any], src: Generation) -> None:
         payload["seed"] = src.seed
     payload["preset"] = payload["preset"] or src.preset or None
     payload["style"] = payload["style"] or src.style or None
-    payload["negative"] = payload["negative"] or src.negative
+    payload["negative"] = payload["negative"] or src.negative or None
     if payload["aspect"] is None and src.params.get("aspect") in ASPECTS:
         payload["aspect"] = src.params["aspect"]
+    for key in INHERITED_PARAMS:
+        if src.params.get(key) is not None:
+            payload[key] = src.params[key]
 
 
 async def generate(
@@ -74,7 +78,7 @@ async def generate(
         count: Number of images, 1 to 4.
         seed: Seed to reproduce or vary an image; omit for a random one.
         strength: img2img strength 0.05-1 (low keeps more of the source image); needs a source image.
-        source_generation_id: Id of an earlier generation to reuse (its seed and settings; img2img with strength).
+        source_generation_id: Id of an earlier generation to reuse: its seed and settings (with strength: img2img of its image).
     """
     if not prompt.strip():
         raise ToolError("the prompt is empty")
@@ -83,7 +87,7 @@ async def generate(
         raise ToolError(f"count {count} is over this server's limit of {max_batch} images")
     payload: dict[str, Any] = {
         "prompt": prompt.strip(),
-        "negative": negative.strip(),
+        "negative": negative.strip() or None,
         "preset": preset,
         "style": style,
         "aspect": aspect,
@@ -96,7 +100,10 @@ async def generate(
         source_generation_id = ctx.replied_generation_id
     if source_generation_id is not None:
         _inherit(payload, await usable_generation(ctx, source_generation_id))
-        payload["source_generation_id"] = source_generation_id
+        if (
+            strength is not None
+        ):  # img2img from the source's image; without strength: same seed/params, txt2img
+            payload["source_generation_id"] = source_generation_id
     elif strength is not None:
         images = [a for a in ctx.attachments if a.data]
         if not images:
@@ -120,5 +127,5 @@ async def generate(
         "style": payload["style"],
         "count": count,
         "mode": "img2img" if strength is not None else "txt2img",
-        "source_generation_id": payload["source_generation_id"],
+        "based_on": source_generation_id,
     }

@@ -298,6 +298,10 @@ async def queue_text(services: Any, user_id: int) -> str:
     mine = await jobs.user_jobs(user_id)
     counts = await jobs.counts()
     head = f"Queue: {counts['queued']} waiting, {counts['running']} running."
+    workers = await services.workers() if hasattr(services, "workers") else []
+    if workers:
+        names = ", ".join(str(w.get("id", "?")) for w in workers)
+        head += f"\nWorkers: {len(workers)} online ({clip(names, 200)})."
     lines = []
     for j in mine:
         if j.state == "running":

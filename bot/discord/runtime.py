@@ -14,6 +14,8 @@ async def run_bot(settings: Settings, token: str, *, demo: bool) -> None:
 
     services, agent = await build(settings, demo=demo)
     try:
+        if settings.metrics.enabled:
+            await services.serve_metrics()
         async with AtelierBot(services, agent, sync_commands=True) as bot:
             await bot.start(token)
     finally:

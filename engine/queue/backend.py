@@ -19,6 +19,14 @@ def bot_owner() -> str:
     return f"{BOT_OWNER_PREFIX}{socket.gethostname()}"
 
 
+async def local_others(runner: Any, batcher: DiffusionBatcher) -> int:
+    """Jobs that may still join a batch: running ones not at the batcher yet, plus claimable queued ones."""
+    running = len(runner.active) - batcher.batcher.inflight
+    free = runner.concurrency - len(runner.active)
+    queued = (await runner.jobs.counts())["queued"] if free > 0 else 0
+    return running + min(free, queued)
+
+
 async def attach_backend(services: Any) -> None:
     """Set services.renderer (and services.remote for redis) from settings.queue.backend."""
     settings, runner = services.settings, services.runner
@@ -45,8 +53,7 @@ async def attach_backend(services: Any) -> None:
         services.arbiter,
         q.max_batch,
         q.batch_window_ms / 1000,
-        # wait for company only while other running jobs have not reached the batcher yet
-        others=lambda: len(runner.active) - batcher.batcher.inflight,
+        others=lambda: local_others(runner, batcher),
         on_group=(lambda n, i: services.metrics.batch(n, i)) if getattr(services, "metrics", None) else None,
     )
     services.renderer = LocalRenderer(services.models, services.arbiter, batcher)

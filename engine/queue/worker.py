@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine.config import Settings
@@ -116,7 +116,6 @@ class QueueWorker:
         self.running: dict[str, float] = {}
         self.done = 0
         self.failed = 0
-        self._renders = 0
         self._arq: Any = None
         self._stop = asyncio.Event()
         self._pending: set[asyncio.Task] = set()
@@ -151,8 +150,7 @@ class QueueWorker:
         self.batcher = DiffusionBatcher(
             self.arbiter,
             q.max_batch,
-            q.batch_window_ms / 1000,
-            others=self._others,
+            q.batch_window_ms / 1000,  # a lone request waits this long for company (no hint here)
             on_group=self.metrics.batch,
         )
         if self.settings.metrics.enabled:
@@ -174,10 +172,6 @@ class QueueWorker:
             after_job_end=self._job_end,
             log_results=False,
         )
-
-    def _others(self) -> int:
-        """Render ops started here that have not reached the batcher yet (they may join a group)."""
-        return self._renders - self.batcher.inflight
 
     async def health(self) -> dict[str, Any]:
         """The /healthz body."""
@@ -258,23 +252,14 @@ class QueueWorker:
 
     # ----- ops -----
 
-    @contextlib.contextmanager
-    def _counting_render(self) -> Iterator[None]:
-        self._renders += 1
-        try:
-            yield
-        finally:
-            self._renders -= 1
-
     async def op_render(self, oc: OpContext, payload: dict) -> dict:
         """payload {"preset": validated image preset, "request": encode_request(req)} -> {"images"}."""
         from engine.batching import RenderItem
 
-        with self._counting_render():
-            req = decode_request(payload["request"])
-            model = await self.models.image_model(await self.models.image_preset(payload["preset"]))
-            item = RenderItem(model, req, oc.progress, oc.should_cancel)
-            images = await self.batcher.generate(item)
+        req = decode_request(payload["request"])
+        model = await self.models.image_model(await self.models.image_preset(payload["preset"]))
+        item = RenderItem(model, req, oc.progress, oc.should_cancel)
+        images = await self.batcher.generate(item)
         return {"images": encode_images(images), "fallbacks": list(model.last_fallbacks)}
 
     async def op_upscale(self, oc: OpContext, payload: dict) -> dict:

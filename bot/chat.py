@@ -34,7 +34,9 @@ KEEP_LINES = 12
 class TerminalChat:
     """One terminal user talking to the agent; images are files under the outputs folder."""
 
-    def __init__(self, services: Any, agent: Any, *, user_id: int = TERMINAL_USER, job_timeout_s: float = 600):
+    def __init__(
+        self, services: Any, agent: Any, *, user_id: int = TERMINAL_USER, job_timeout_s: float = 600
+    ):
         self.services = services
         self.agent = agent
         self.user_id = user_id
@@ -155,7 +157,7 @@ async def interactive(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: Tex
 
 
 async def json_lines(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
-    """One request per line (text, or {"text", "reply_to", "attach"}); one JSON object per line out."""
+    """One request per line (text, or {"text", "reply_to", "attach"}; /commands too); one JSON object out each."""
     failures = 0
     async for raw in _lines(stdin):
         if not raw.strip():
@@ -164,7 +166,10 @@ async def json_lines(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: Text
             req = json.loads(raw) if raw.lstrip().startswith("{") else {"text": raw}
             if not isinstance(req, dict) or not isinstance(req.get("text"), str):
                 raise UserError('each JSON line needs a "text" string')
-            out = await chat.turn(req["text"], reply_to=req.get("reply_to"), attach=req.get("attach", []))
+            if req["text"].startswith("/"):
+                out = {"command": req["text"], "output": await chat.command(req["text"])}
+            else:
+                out = await chat.turn(req["text"], reply_to=req.get("reply_to"), attach=req.get("attach", []))
         except (UserError, ValueError, LookupError) as e:
             failures += 1
             out = {"error": str(e)}

@@ -163,7 +163,9 @@ async def critique(
     ]
     styles = await ctx.store.library.names("style", ctx.guild_id)
     try:
-        reply = await vision.achat(messages, grammar_safe(critique_schema(styles)), max_tokens=CRITIQUE_MAX_TOKENS)
+        reply = await vision.achat(
+            messages, grammar_safe(critique_schema(styles)), max_tokens=CRITIQUE_MAX_TOKENS
+        )
         out = validated(reply, CritiqueOut)
     except NoVisionProjector:
         raise _no_vision(ctx) from None

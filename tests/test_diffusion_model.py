@@ -249,17 +249,22 @@ def test_tiny_checker_runs_for_every_family(model_fixture, request, monkeypatch)
 
 
 @pytest.mark.parametrize("model_fixture", ["tiny_sd_model", "tiny_sdxl_model"])
-def test_checker_verdict_drives_block_and_spoiler(model_fixture, request, monkeypatch) -> None:
+def test_checker_verdict_drives_block_and_spoiler(model_fixture, request) -> None:
     model = request.getfixturevalue(model_fixture)
-    concept_weights = model.safety._model.concept_embeds_weights
-    lowered = torch.nn.Parameter(torch.full_like(concept_weights, -2.0), requires_grad=False)
-    monkeypatch.setattr(model.safety._model, "concept_embeds_weights", lowered)  # every concept scores > 0
-    with pytest.raises(SafetyBlocked, match=r"policy: block.*image 1 \(seed 7\)") as ei:
-        run(model, steps=2, safety="block")
-    assert ei.value.delivered == []
-    out = run(model, steps=2, safety="spoiler")
-    assert is_spoiler(out[0])
-    assert not is_spoiler(run(model, steps=2, safety="off")[0])
+    weights = model.safety._model.concept_embeds_weights  # shared session model: restore in place
+    saved = weights.detach().clone()
+    with torch.no_grad():
+        weights.fill_(-2.0)  # every concept scores > 0
+    try:
+        with pytest.raises(SafetyBlocked, match=r"policy: block.*image 1 \(seed 7\)") as ei:
+            run(model, steps=2, safety="block")
+        assert ei.value.delivered == []
+        out = run(model, steps=2, safety="spoiler")
+        assert is_spoiler(out[0])
+        assert not is_spoiler(run(model, steps=2, safety="off")[0])
+    finally:
+        with torch.no_grad():
+            weights.copy_(saved)
 
 
 def test_sdxl_is_deterministic_and_does_img2img_and_inpaint(tiny_sdxl_model) -> None:

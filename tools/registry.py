@@ -19,13 +19,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, create_model
 from pydantic.fields import FieldInfo
 
+from engine.llm.grammar import grammar_safe  # noqa: F401  (re-exported: the tools apply it to their schemas)
+
 RESERVED = "ctx"
 REPLY = "reply"
 REPLY_MAX_CHARS = 1500
 CHOICE_MAX_CHARS = 64
-# llama-cpp-python's schema->grammar converter nests one rule per allowed character, and llama.cpp's grammar
-# parser segfaulted on maxLength >= ~200 here (150 worked). Longer limits are left to pydantic re-validation.
-GRAMMAR_MAX_LENGTH = 128
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ChoiceMap = Mapping[str, Sequence[str]]
 
@@ -130,19 +129,6 @@ def _strip(schema: Any) -> Any:
         return {k: _strip(v) for k, v in schema.items() if k not in ("title", "default")}
     if isinstance(schema, list):
         return [_strip(v) for v in schema]
-    return schema
-
-
-def grammar_safe(schema: Any, limit: int = GRAMMAR_MAX_LENGTH) -> Any:
-    """A copy of a JSON schema without maxLength above `limit` (safe for the llama.cpp grammar parser)."""
-    if isinstance(schema, dict):
-        return {
-            k: grammar_safe(v, limit)
-            for k, v in schema.items()
-            if not (k == "maxLength" and isinstance(v, int) and v > limit)
-        }
-    if isinstance(schema, list):
-        return [grammar_safe(v, limit) for v in schema]
     return schema
 
 

@@ -80,7 +80,6 @@ class Queue(Section):
     lease_s: PosFloat = 120.0
     max_batch: Annotated[int, Field(ge=1, le=16)] = 4
     batch_window_ms: NonNegInt = 150
-    results_dir: str = "outputs"
     worker_ttl_s: PosFloat = 15.0
     job_timeout_s: PosFloat = 900.0
 

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.llm.presets import LlmPreset as RuntimeLlmPreset
+
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 Family = Literal["sd15", "sdxl", "flux"]
 
@@ -34,24 +36,14 @@ class ImagePreset(BaseModel):
     safety_checker: str | None = None  # a path or hub id; None = the CompVis checker
 
 
-class LlmPreset(BaseModel):
-    """Which GGUF thinks (and, with an mmproj, sees); the fields of engine.llm.presets.LlmPreset plus `role`.
+class LlmPreset(RuntimeLlmPreset):
+    """A stored LLM preset: the runtime fields (engine.llm.presets) with stricter bounds, plus `role`.
 
     `model`/`mmproj`: a path (relative ones under paths.models), a file name in `repo` (Hugging Face),
     or "pkg:DIST/relpath" for a file shipped inside an installed Python distribution.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     name: Name
     model: Annotated[str, Field(min_length=1, max_length=500)]
-    repo: str | None = None
-    mmproj: str | None = None
-    chat_format: str | None = None
     n_ctx: Annotated[int, Field(ge=512, le=131072)] = 4096
-    n_batch: Annotated[int, Field(ge=1)] = 512
-    n_gpu_layers: int = -1
-    n_threads: Annotated[int, Field(ge=1)] | None = None
-    seed: int = 0
-    image_max_side: Annotated[int, Field(ge=64)] = 768
-    description: str = ""
     role: Literal["agent", "vision", "both"] = "agent"

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from engine.arbiter import ModelTooLarge
 from engine.diffusion.errors import GenerationFailed, ImageWithheld, InvalidRequest, ModelNotAvailable
 from engine.diffusion.png import save_png
-from engine.diffusion.request import build_request
+from engine.diffusion.request import build_request, short_errors
 from engine.diffusion.safety import is_spoiler
 from engine.generate_payloads import (
     GeneratePayload,
@@ -36,7 +36,6 @@ from engine.generate_payloads import (
     fit_size,
     job_seed,
     parse_payload,
-    short_errors,
 )
 from engine.images import BadImage, decode_image, image_limits
 from engine.presets import ImagePreset

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from engine.diffusion.request import short_errors
 from engine.runner import JobFailed
 from engine.store.jobs import Job
 
@@ -74,15 +75,6 @@ class UpscalePayload(BaseModel):
     strength: Strength = 0.3
     steps: Annotated[int, Field(ge=1)] | None = None  # default: the parent's, at least 1/strength
     seed: Seed | None = None  # default: the seed of the image being upscaled
-
-
-def short_errors(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
 
 
 def parse_payload(model: type[P], payload: dict, kind: str) -> P:

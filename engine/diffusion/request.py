@@ -132,7 +132,8 @@ def check_limits(req: GenerationRequest, generation: Any) -> None:
         raise InvalidRequest(f"batch {req.batch} exceeds the maximum of {generation.max_batch}")
 
 
-def _short(err: ValidationError) -> str:
+def short_errors(err: ValidationError) -> str:
+    """A pydantic error as one line: `field: message; field: message`."""
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
@@ -168,6 +169,6 @@ def build_request(
     try:
         req = GenerationRequest(**data)
     except ValidationError as e:
-        raise InvalidRequest(_short(e)) from None
+        raise InvalidRequest(short_errors(e)) from None
     check_limits(req, generation)
     return req

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.conversation import ChatLine, Turn
 from engine.config import Settings
 from engine.store.jobs import Job, JobStore
 from tools.context import Attachment
@@ -146,12 +147,8 @@ class AgentOutput:
     followups: list[str] = field(default_factory=list)
 
 
-def make_turn(spec: TurnSpec) -> Any:
-    """Build bot.conversation.Turn (reply chain as ChatLines, the request last), or pass the spec through."""
-    try:
-        from bot.conversation import ChatLine, Turn
-    except ImportError:  # pragma: no cover - before the agent exists
-        return spec
+def make_turn(spec: TurnSpec) -> Turn:
+    """Build the agent's Turn: the reply chain as ChatLines, the request last."""
     lines = [
         ChatLine(str(m.get("author", m["role"])), str(m["content"]), m["role"] == "assistant")
         for m in spec.conversation

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.agent import AgentResult
 from bot.conversation import ChatLine, Turn
 from engine.config import Settings
 from engine.store.jobs import Job, JobStore
@@ -166,26 +167,14 @@ def make_turn(spec: TurnSpec) -> Turn:
     )
 
 
-def _first(obj: Any, *names: str, default: Any = None) -> Any:
-    for n in names:
-        v = getattr(obj, n, None) if not isinstance(obj, dict) else obj.get(n)
-        if v is not None:
-            return v
-    return default
-
-
-def agent_output(result: Any) -> AgentOutput:
-    """Normalize an AgentResult (or a plain string) into an AgentOutput."""
-    if isinstance(result, str):
-        return AgentOutput(result)
-    text = _first(result, "reply", "text", "content", default="") or ""
-    followups = _first(result, "follow_ups", "followups", "suggestions", default=[])
+def agent_output(result: AgentResult) -> AgentOutput:
+    """The parts of an AgentResult the Discord front renders."""
     return AgentOutput(
-        text=str(text),
-        tool_calls=list(_first(result, "tool_calls", "calls", default=[])),
-        job_ids=[int(j) for j in _first(result, "job_ids", "jobs", default=[])],
-        images=[Path(p) for p in _first(result, "images", "image_paths", default=[])],
-        followups=[str(f) for f in followups],
+        text=result.reply or "",
+        tool_calls=list(result.tool_calls),
+        job_ids=[int(j) for j in result.job_ids],
+        images=[Path(p) for p in result.images],
+        followups=[str(f) for f in result.follow_ups],
     )
 
 

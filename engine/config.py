@@ -84,6 +84,51 @@ class Queue(Section):
     job_timeout_s: PosFloat = 900.0
 
 
+class IpAdapter(Section):
+    model: str  # hub id or local folder
+    subfolder: str = ""
+    weight: str
+    image_encoder: str  # folder inside `model` (a name without "/" is taken inside `subfolder`)
+
+
+_SD15_NETS = {
+    t: f"lllyasviel/control_v11p_sd15_{t}" for t in ("canny", "openpose", "lineart", "softedge", "scribble")
+} | {"depth": "lllyasviel/control_v11f1p_sd15_depth"}
+
+
+class Control(Section):
+    annotators: str = "lllyasviel/Annotators"  # hub repo (or folder) with the preprocessors' weights
+    detect_resolution: Annotated[int, Field(ge=64, le=2048)] = 512
+    max_controls: Annotated[int, Field(ge=1, le=3)] = 3
+    reference_scale: Annotated[float, Field(ge=0, le=1.5)] = 0.6
+    outpaint_overlap_px: Annotated[int, Field(ge=0, le=128)] = 16
+    # family -> control type -> ControlNet weights (hub id or local path); a missing entry is a clear error
+    controlnets: dict[Literal["sd15", "sdxl", "flux"], dict[str, str]] = {
+        "sd15": _SD15_NETS,
+        "sdxl": {
+            "canny": "diffusers/controlnet-canny-sdxl-1.0",
+            "depth": "diffusers/controlnet-depth-sdxl-1.0",
+            "openpose": "thibaud/controlnet-openpose-sdxl-1.0",
+            "scribble": "xinsir/controlnet-scribble-sdxl-1.0",
+        },
+        "flux": {"canny": "InstantX/FLUX.1-dev-Controlnet-Canny"},
+    }
+    ip_adapter: dict[Literal["sd15", "sdxl"], IpAdapter] = {
+        "sd15": IpAdapter(
+            model="h94/IP-Adapter",
+            subfolder="models",
+            weight="ip-adapter_sd15.safetensors",
+            image_encoder="models/image_encoder",
+        ),
+        "sdxl": IpAdapter(
+            model="h94/IP-Adapter",
+            subfolder="sdxl_models",
+            weight="ip-adapter_sdxl.safetensors",
+            image_encoder="sdxl_models/image_encoder",
+        ),
+    }
+
+
 class History(Section):
     page_size: Annotated[int, Field(ge=1, le=100)] = 10
     search_budget_ms: PosInt = 200
@@ -112,6 +157,7 @@ class Settings(Section):
     llm: Llm = Llm()
     agent: Agent = Agent()
     queue: Queue = Queue()
+    control: Control = Control()
     history: History = History()
     discord: Discord = Discord()
     metrics: Metrics = Metrics()

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from engine.diffusion.errors import GenerationFailed, ImageWithheld, InvalidRequ
 from engine.diffusion.png import save_png
 from engine.diffusion.request import build_request, short_errors
 from engine.diffusion.safety import is_spoiler
+from engine.generate_guided import add_guidance
 from engine.generate_payloads import (
     GeneratePayload,
     UpscalePayload,
@@ -72,6 +74,7 @@ class Plan:
     aspect: str | None = None
     parent_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in params
+    post: Callable[[Image.Image], Image.Image] | None = None  # applied to each image (outpaint restore)
 
 
 _INSERT = (
@@ -249,7 +252,12 @@ class GenerationHandlers:
                 w, h = fit_size(source.size, w * h)
             fields["width"], fields["height"] = first(p.width, w), first(p.height, h)
         extra = {"user_prompt": p.prompt, "aspect": aspect}
-        plan = Plan(preset, prompt, negative, style.label if style else "", fields, aspect, parent_id, extra)
+        post = await add_guidance(self, p, job, ctx, preset, source, fields, extra)
+        if p.outpaint is not None:  # the canvas decides the size
+            aspect = extra["aspect"] = None
+        plan = Plan(
+            preset, prompt, negative, style.label if style else "", fields, aspect, parent_id, extra, post
+        )
         return await self._diffuse(job, ctx, plan)
 
     async def variation(self, job: Job, ctx: JobContext) -> dict:
@@ -333,6 +341,9 @@ class GenerationHandlers:
             images, withheld = e.delivered, e
         except PERMANENT as e:
             raise JobFailed(str(e)) from None
+        if plan.post is not None:
+            post = plan.post
+            images = await ctx.to_thread(lambda: [post(im) for im in images])
         seeds = [int(im.info["atelier_seed"]) for im in images]
         params = {
             **req.params(),

@@ -6,8 +6,10 @@ import hashlib
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.control import MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES, control_type
+from engine.diffusion.guidance import ControlType
 from engine.diffusion.request import short_errors
 from engine.runner import JobFailed
 from engine.store.jobs import Job
@@ -18,6 +20,41 @@ Seed = Annotated[int, Field(ge=0, le=2**63 - 5)]
 Strength = Annotated[float, Field(gt=0, le=1)]
 Count = Annotated[int, Field(ge=1, le=4)]
 P = TypeVar("P", bound=BaseModel)
+
+
+class ControlPayload(BaseModel):
+    """One ControlNet of a 'generate' job: a control source image (upload or generation) and its weighting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: ControlType
+    image: str | None = None  # a file under the data directory
+    source_generation_id: int | None = None
+    source_index: Index = 0
+    scale: Annotated[float, Field(ge=0, le=2)] = 1.0
+    start: Annotated[float, Field(ge=0, le=1)] = 0.0
+    end: Annotated[float, Field(ge=0, le=1)] = 1.0
+    preprocess: bool = True  # False: the image already is a control map (e.g. a pose skeleton)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, v: Any) -> Any:
+        return control_type(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ControlPayload:
+        if (self.image is None) == (self.source_generation_id is None):
+            raise ValueError(f"control {self.type} needs exactly one of image or source_generation_id")
+        if self.start >= self.end:
+            raise ValueError(f"control {self.type}: start {self.start} must be below end {self.end}")
+        return self
+
+
+class OutpaintPayload(BaseModel):
+    """Extend the source image's canvas in a direction ("all" = zoom out) by a factor, filled by inpainting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    direction: Literal[OUTPAINT_DIRECTIONS] = "all"  # type: ignore[valid-type]
+    factor: Annotated[float, Field(ge=1.1, le=4.0)] = 2.0
 
 
 class GeneratePayload(BaseModel):
@@ -42,9 +79,22 @@ class GeneratePayload(BaseModel):
     source_image: str | None = None  # a file under the data directory
     mask: str | None = None  # a file under the data directory; white = repaint
     loras: list[tuple[str, float]] | None = None
+    controls: Annotated[list[ControlPayload], Field(max_length=MAX_CONTROLS)] = []
+    reference_image: str | None = None  # a file under the data directory
+    reference_generation_id: int | None = None
+    reference_index: Index = 0
+    reference_scale: Annotated[float, Field(ge=0, le=1.5)] | None = None
+    reference_mode: Literal[REFERENCE_MODES] = "subject"  # type: ignore[valid-type]
+    outpaint: OutpaintPayload | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> GeneratePayload:
+        if self.reference_image is not None and self.reference_generation_id is not None:
+            raise ValueError("give reference_image or reference_generation_id, not both")
+        if self.outpaint is not None and self.source_generation_id is None and self.source_image is None:
+            raise ValueError("outpaint needs a source image (source_generation_id or source_image)")
+        if self.outpaint is not None and self.mask is not None:
+            raise ValueError("outpaint makes its own mask; leave mask out")
         if self.source_generation_id is not None and self.source_image is not None:
             raise ValueError("give source_generation_id or source_image, not both")
         if self.mask is not None and self.source_generation_id is None and self.source_image is None:

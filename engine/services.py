@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.arbiter import Arbiter
 from engine.config import Settings
+from engine.control.models import ControlRegistry
 from engine.diffusion.errors import InvalidRequest
 from engine.managed import Managed, ModelNotAvailable
 from engine.store import Store, open_store
@@ -29,6 +30,10 @@ DEMO_REFS = {
     "demo:tiny-sdxl": "sdxl",
     "demo:tiny-safety": "safety",
     "demo:tiny-lora": "lora",
+    "demo:tiny-controlnet-sd15": "controlnet-sd15",
+    "demo:tiny-controlnet-sdxl": "controlnet-sdxl",
+    "demo:tiny-ip-adapter-sd15": "ip-adapter-sd15",
+    "demo:tiny-ip-adapter-sdxl": "ip-adapter-sdxl",
 }
 DEMO_IMAGE_PRESET = "demo"
 DEMO_LLM_PRESET = "smollm2-135m"
@@ -59,6 +64,7 @@ class DemoModels:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._paths: dict[str, Path] | None = None
+        self._control: dict[str, Path] | None = None
         self._lock = asyncio.Lock()
 
     def _built(self) -> bool:
@@ -78,11 +84,25 @@ class DemoModels:
                 self._paths = await asyncio.to_thread(ensure_demo_models, self.root)
         return self._paths
 
+    async def control_paths(self) -> dict[str, Path]:
+        """The tiny ControlNets and IP-Adapters (built on first use, beside the demo pipelines)."""
+        from engine.diffusion.testmodels_control import ensure_control_demo_models
+
+        base = await self.paths()
+        async with self._lock:
+            if self._control is None:
+                self._control = await asyncio.to_thread(
+                    ensure_control_demo_models, self.root, base["sd15"], base["sdxl"]
+                )
+        return self._control
+
     async def resolve(self, ref: str, who: str) -> str:
         """The local path for a "demo:..." reference."""
         key = DEMO_REFS.get(ref)
         if key is None:
             raise ModelNotAvailable(f"{who}: unknown demo model '{ref}'; known: {', '.join(DEMO_REFS)}")
+        if key.startswith(("controlnet-", "ip-adapter-")):
+            return str((await self.control_paths())[key])
         return str((await self.paths())[key])
 
 
@@ -103,6 +123,7 @@ class ModelRegistry:
         self.demo = demo
         self._by_key: dict[str, Managed] = {}
         self._lock = asyncio.Lock()
+        self.control = ControlRegistry(self)
 
     async def _ref(self, ref: str, who: str) -> str:
         if ref.startswith(DEMO_PREFIX):
@@ -285,6 +306,13 @@ class Services:
 
         self.metrics_server = await start_bot_metrics(self, port)
         return self.metrics_server
+
+    async def control_preview(self, kind: str, image: Any) -> Any:
+        """The control map of `image` for control type `kind`, to show before generating (off-loop)."""
+        from engine.control.render import preprocess
+
+        res = self.settings.control.detect_resolution
+        return await preprocess(self.models, self.arbiter, kind, image, res)
 
     async def workers(self) -> list[dict[str, Any]]:
         """Live `atelier worker` processes (redis backend) with their info, for /queue; [] when local."""

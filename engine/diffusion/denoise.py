@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from engine.diffusion.errors import Cancelled
+from engine.diffusion.guidance import control_kwargs
 from engine.diffusion.preview import latent_preview
 from engine.diffusion.request import GenerationRequest
 
@@ -69,6 +70,10 @@ def pipeline_kwargs(
         kw["strength"] = req.strength
     if req.mask_image is not None:
         kw["mask_image"] = req.mask_image.convert("L").resize(size, Image.Resampling.LANCZOS)
+    if req.controls:
+        kw.update(control_kwargs(req.mode, req.controls, size))
+    if req.reference is not None:
+        kw["ip_adapter_image"] = req.reference.image.convert("RGB")
     return kw
 
 

@@ -29,7 +29,7 @@ Outcome = list[Any] | BaseException  # the request's images, or the exception it
 
 def compat_key(req: GenerationRequest) -> tuple | None:
     """What must be equal for requests to share one pipeline call; None when `req` can never be batched."""
-    if req.mode != "txt2img":
+    if req.mode != "txt2img" or req.guided:
         return None
     loras = tuple((str(r), float(s)) for r, s in req.loras)
     return (

@@ -14,6 +14,7 @@ from engine.diffusion import denoise, oom
 from engine.diffusion.denoise import Progress, ShouldCancel
 from engine.diffusion.errors import Cancelled, GenerationFailed, InvalidRequest, ModelNotAvailable
 from engine.diffusion.loras import LoraManager
+from engine.diffusion.reference import ReferenceManager
 from engine.diffusion.request import FAMILIES, GenerationRequest, build_request, check_limits
 from engine.diffusion.resolve import FAMILY_BYTES, looks_like_path, resolve_model, weights_bytes
 from engine.diffusion.safety import (
@@ -79,6 +80,7 @@ class DiffusionModel:
             safety_checker = ClipSafetyChecker(ref, self.models_dir)
         self.safety: SafetyChecker | None = safety_checker
         self.loras = LoraManager(self.name, self.models_dir)
+        self.reference = ReferenceManager(self.name, self.models_dir)
         self.degraded: set[str] = set()
         self.last_fallbacks: list[str] = []
         self._pipes: dict[str, Any] = {}
@@ -146,6 +148,7 @@ class DiffusionModel:
             if base is not None and "cpu_offload" in self.degraded:
                 base.remove_all_hooks()
             self.loras.loaded = {}
+            self.reference.loaded = None
             self._pipes.clear()
             self.degraded.clear()
             if self.safety is not None:
@@ -161,18 +164,35 @@ class DiffusionModel:
         """Build a validated request from this preset's defaults plus overrides (raises InvalidRequest)."""
         return build_request(self.preset, self.settings.generation, aspect=aspect, **fields)
 
-    def _pipe_for(self, mode: str) -> Any:
+    def _pipe_for(self, mode: str, controlnets: list[Any] | None = None) -> Any:
+        """The pipeline for `mode`, sharing the base's components; with ControlNets a fresh ControlNet pipeline."""
         import diffusers
 
+        auto = {
+            "txt2img": diffusers.AutoPipelineForText2Image,
+            "img2img": diffusers.AutoPipelineForImage2Image,
+            "inpaint": diffusers.AutoPipelineForInpainting,
+        }
+        if controlnets:
+            net = controlnets[0] if len(controlnets) == 1 else list(controlnets)
+            try:
+                pipe = auto[mode].from_pipe(self._pipes["txt2img"], controlnet=net)
+            except (ValueError, KeyError, TypeError) as e:
+                raise InvalidRequest(
+                    f"{self._who()}: no {self.family} ControlNet pipeline for {mode}: {e}"
+                ) from e
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
         if mode not in self._pipes:
-            auto = {
-                "img2img": diffusers.AutoPipelineForImage2Image,
-                "inpaint": diffusers.AutoPipelineForInpainting,
-            }
             pipe = auto[mode].from_pipe(self._pipes["txt2img"])
             pipe.set_progress_bar_config(disable=True)
             self._pipes[mode] = pipe
         return self._pipes[mode]
+
+    def _drop_derived(self) -> None:
+        """Forget img2img/inpaint pipelines (rebuilt from the base on next use, e.g. after an IP-Adapter change)."""
+        for mode in [m for m in self._pipes if m != "txt2img"]:
+            del self._pipes[mode]
 
     def _call_pipeline(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
         """The single place the diffusers pipeline is invoked (tests inject failures here)."""
@@ -190,12 +210,23 @@ class DiffusionModel:
         req: GenerationRequest,
         progress: Progress | None = None,
         should_cancel: ShouldCancel | None = None,
+        controlnets: list[Any] | None = None,
     ) -> list[Any]:
-        """Run the pipeline for every seed with the OOM fallback; float (H, W, 3) arrays, unchecked."""
+        """Run the pipeline for every seed with the OOM fallback; float (H, W, 3) arrays, unchecked.
+
+        `controlnets`: loaded ControlNet modules, one per req.controls entry, in order.
+        """
         self._check(req)
+        nets = list(controlnets or [])
+        if len(nets) != len(req.controls):
+            raise GenerationFailed(
+                f"{len(req.controls)} control(s) requested but {len(nets)} ControlNet(s) given"
+            )
         if should_cancel is not None and should_cancel():
             raise Cancelled("cancelled before the first step")
         self.loras.apply(self._pipes["txt2img"], req.loras)
+        if self.reference.apply(self._pipes["txt2img"], req.reference):
+            self._drop_derived()
         every = self.settings.generation.preview_every_steps
         cb = denoise.step_callback(
             self.family, (req.width, req.height), every, progress, should_cancel, req.steps
@@ -203,7 +234,7 @@ class DiffusionModel:
         base_config = self._pipes["txt2img"].scheduler.config
 
         def run(seeds: list[int]) -> list[Any]:
-            pipe = self._pipe_for(req.mode)  # looked up per call: CPU offload rebuilds derived pipes
+            pipe = self._pipe_for(req.mode, nets)  # looked up per call: CPU offload rebuilds derived pipes
             pipe.scheduler = make_scheduler(req.scheduler, base_config, self.family)
             out = self._call_pipeline(pipe, denoise.pipeline_kwargs(req, seeds, cb))
             return list(out.images)
@@ -224,6 +255,7 @@ class DiffusionModel:
         req: GenerationRequest,
         progress: Progress | None = None,
         should_cancel: ShouldCancel | None = None,
+        controlnets: list[Any] | None = None,
     ) -> list[Image.Image]:
         """Generate req.batch images (image i from seed req.seed + i), checked for blank/NaN and safety.
 
@@ -231,7 +263,7 @@ class DiffusionModel:
         Every returned image has info["atelier_seed"] and info["atelier_spoiler"].
         """
         with self._lock:
-            arrays = self.denoise(req, progress, should_cancel)
+            arrays = self.denoise(req, progress, should_cancel, controlnets)
             check_blank(arrays, req.seeds())
             images = [denoise.to_pil(a) for a in arrays]
             if req.mode == "inpaint":
@@ -261,6 +293,5 @@ class DiffusionModel:
     def _cpu_offload(self) -> None:
         if self._device.startswith("cuda"):
             self._pipes["txt2img"].enable_model_cpu_offload()
-            for mode in [m for m in self._pipes if m != "txt2img"]:
-                del self._pipes[mode]  # rebuilt from the offloaded base by _pipe_for
+            self._drop_derived()  # rebuilt from the offloaded base by _pipe_for
         self.degraded.add("cpu_offload")

@@ -12,6 +12,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.diffusion.errors import InvalidRequest
+from engine.diffusion.guidance import ControlSpec, ReferenceSpec, check_controls
 from engine.diffusion.schedulers import check_scheduler
 
 Family = Literal["sd15", "sdxl", "flux"]
@@ -62,6 +63,8 @@ class GenerationRequest(BaseModel):
     loras: list[tuple[str, float]] = Field(default_factory=list)
     family: Family = "sd15"
     safety: SafetyPolicy | None = None
+    controls: list[ControlSpec] = Field(default_factory=list)
+    reference: ReferenceSpec | None = None
 
     @field_validator("prompt")
     @classmethod
@@ -94,11 +97,21 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"seed {self.seed} + batch would exceed {MAX_SEED}")
         if self.mask_image is not None and self.init_image is None:
             raise ValueError("a mask_image needs an init_image to inpaint")
+        check_controls(self.controls)
+        if self.reference is not None and self.family == "flux":
+            raise ValueError(
+                "reference images (IP-Adapter) are supported for sd15 and sdxl presets, not flux"
+            )
         if self.init_image is not None and int(self.steps * self.strength) < 1:
             raise ValueError(
                 f"steps × strength = {self.steps} × {self.strength} leaves no denoising step; raise one of them"
             )
         return self
+
+    @property
+    def guided(self) -> bool:
+        """True when ControlNets or a reference image take part (never batched across users)."""
+        return bool(self.controls) or self.reference is not None
 
     @property
     def mode(self) -> str:
@@ -113,8 +126,12 @@ class GenerationRequest(BaseModel):
 
     def params(self) -> dict[str, Any]:
         """The JSON-safe parameters (no images) for metadata and history."""
-        data = self.model_dump(exclude={"init_image", "mask_image"})
+        data = self.model_dump(exclude={"init_image", "mask_image", "controls", "reference"})
         data["mode"] = self.mode
+        if self.controls:
+            data["controls"] = [c.params() for c in self.controls]
+        if self.reference is not None:
+            data["reference"] = self.reference.params()
         data["loras"] = [[r, s] for r, s in self.loras]
         return data
 

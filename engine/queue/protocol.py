@@ -131,11 +131,14 @@ def from_b64_png(data: str | None) -> Any | None:
 
 def encode_request(req: Any) -> dict[str, Any]:
     """A GenerationRequest as plain data (source and mask images as PNG bytes)."""
-    data = req.model_dump(exclude={"init_image", "mask_image"})
+    data = req.model_dump(exclude={"init_image", "mask_image", "controls", "reference"})
     data["loras"] = [[r, s] for r, s in req.loras]
     for key in ("init_image", "mask_image"):
         im = getattr(req, key)
         data[key] = None if im is None else png(im)
+    data["controls"] = [{**c.params(), "image": png(c.image)} for c in req.controls]
+    ref = req.reference
+    data["reference"] = None if ref is None else {**ref.params(), "image": png(ref.image)}
     return data
 
 
@@ -150,6 +153,9 @@ def decode_request(data: dict[str, Any]) -> Any:
         if fields.get(key) is not None:
             fields[key] = from_png(fields[key])
     fields["loras"] = [tuple(x) for x in fields.get("loras") or []]
+    fields["controls"] = [{**c, "image": from_png(c["image"])} for c in fields.get("controls") or []]
+    if fields.get("reference"):
+        fields["reference"] = {**fields["reference"], "image": from_png(fields["reference"]["image"])}
     try:
         return GenerationRequest(**fields)
     except ValidationError as e:

@@ -28,6 +28,10 @@ class LocalRenderer:
     async def generate(self, preset: dict[str, Any], req: Any, ctx: Any) -> list[Any]:
         """The request's images (raises what DiffusionModel.generate raises)."""
         model = await self._model(preset)
+        if req.guided:  # ControlNets / reference: never batched; the nets are held beside the model
+            from engine.control.render import render_guided
+
+            return await render_guided(self.models, self.arbiter, model, req, ctx.progress, ctx.should_cancel)
         return await self.batcher.generate(RenderItem(model, req, ctx.progress, ctx.should_cancel))
 
     async def upscale(

@@ -258,8 +258,12 @@ class QueueWorker:
 
         req = decode_request(payload["request"])
         model = await self.models.image_model(await self.models.image_preset(payload["preset"]))
-        item = RenderItem(model, req, oc.progress, oc.should_cancel)
-        images = await self.batcher.generate(item)
+        if req.guided:
+            from engine.control.render import render_guided
+
+            images = await render_guided(self.models, self.arbiter, model, req, oc.progress, oc.should_cancel)
+        else:
+            images = await self.batcher.generate(RenderItem(model, req, oc.progress, oc.should_cancel))
         return {"images": encode_images(images), "fallbacks": list(model.last_fallbacks)}
 
     async def op_upscale(self, oc: OpContext, payload: dict) -> dict:

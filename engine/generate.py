@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import logging
 import math
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from engine.generate_payloads import (
     job_seed,
     parse_payload,
 )
+from engine.generate_record import record_generation, result_of
 from engine.images import BadImage, decode_image, image_limits
 from engine.presets import ImagePreset
 from engine.runner import Handler, JobContext, JobFailed
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from engine.services import Services
-    from engine.store.db import Database
 
 log = logging.getLogger("atelier.generate")
 KINDS = ("generate", "variation", "upscale")
@@ -75,50 +73,6 @@ class Plan:
     parent_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in params
     post: Callable[[Image.Image], Image.Image] | None = None  # applied to each image (outpaint restore)
-
-
-_INSERT = (
-    "INSERT INTO generations (user_id, guild_id, channel_id, prompt, negative, params, seed, model, preset,"
-    " style, images, parent_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-
-
-async def record_generation(db: Database, job_id: int, row: dict[str, Any]) -> tuple[int, bool]:
-    """Insert the job's history row unless it has one; (generation_id, created) in one transaction."""
-    async with db.write() as conn:
-        cur = await conn.execute("SELECT generation_id FROM generation_jobs WHERE job_id = ?", (job_id,))
-        found = await cur.fetchone()
-        if found is not None:
-            return int(found[0]), False
-        cur = await conn.execute(
-            _INSERT,
-            (
-                row["user_id"], row["guild_id"], row["channel_id"], row["prompt"], row["negative"],
-                json.dumps(row["params"], sort_keys=True), row["seed"], row["model"], row["preset"],
-                row["style"], json.dumps(row["images"]), row["parent_id"], time.time(),
-            ),
-        )  # fmt: skip
-        gen_id = int(cur.lastrowid)
-        await conn.execute(
-            "INSERT INTO generation_jobs (job_id, generation_id) VALUES (?, ?)", (job_id, gen_id)
-        )
-        return gen_id, True
-
-
-def result_of(gen_id: int, row: dict[str, Any]) -> dict[str, Any]:
-    """The job result posted to fronts, built from a history row (fresh or found after a retry)."""
-    p = row["params"]
-    keys = ("prompt", "negative", "preset", "style", "model", "parent_id")
-    return {
-        "generation_id": gen_id,
-        "images": list(row["images"]),
-        "seeds": p["seeds"],
-        "spoilers": p["spoilers"],
-        "withheld": p["withheld"],
-        "withheld_message": p.get("withheld_message"),
-        "params": p,
-        **{k: row[k] for k in keys},
-    }
 
 
 class GenerationHandlers:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import RootModel
 
 from bot.conversation import ChatLine, Turn, history_messages, request_message, system_prompt
+from bot.intents import Intent, detect
 from engine.config import Settings
 from engine.llm import BadAction, ChatModel, LlmError, validated
 from tools.common import job_images, summary, usable_generation
@@ -71,8 +72,14 @@ class Agent:
         self.max_tokens = max_tokens or settings.llm.max_tokens
         self._check = [re.compile(p, re.IGNORECASE) for p in self.prompts.agent.check.patterns]
 
+    @staticmethod
+    def intent(turn: Turn) -> Intent | None:
+        """What the request asks of the user's image ("same pose as this", "zoom out"); None without an image."""
+        return detect(turn.text) if turn.has_image else None
+
     def context(self, turn: Turn) -> ToolContext:
-        """The reserved tool context, built only from the platform's turn data."""
+        """The reserved tool context, built only from the platform's turn data (and rules on its text)."""
+        intent = self.intent(turn)
         return ToolContext(
             services=self.orchestrator.services,
             user_id=turn.user_id,
@@ -82,6 +89,7 @@ class Agent:
             attachments=tuple(turn.attachments),
             replied_generation_id=turn.replied_generation_id,
             reply_to=dict(turn.reply_to),
+            defaults=intent.tool_defaults() if intent else {},
         )
 
     def wants_check(self, text: str) -> bool:
@@ -196,6 +204,9 @@ class Agent:
         if turn.attachments:
             names = ", ".join(a.name[:64] for a in turn.attachments[:4])
             notes.append(self.prompts.message("context_attachments", n=len(turn.attachments), names=names))
+        intent = self.intent(turn)
+        if intent:
+            notes.append(intent.hint())
         history = history_messages(turn, self.settings.agent.history_turns)
         return [{"role": "system", "content": system}, *history, request_message(turn, notes)]
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from bot import chat_commands as cc
 from bot.conversation import ChatLine, Turn
 from bot.discord import ops
 from bot.discord.bridge import UserError
@@ -20,8 +21,13 @@ DEMO_BANNER = (
 )
 HELP = """Talk in plain language ("a lighthouse in watercolor, moody"). Start a line with ^ to reply to your
 last image ("^ darker"). Commands:
-  /imagine PROMPT      queue a generation directly (no LLM)
-  /attach PATH         attach an image to your next message
+  /imagine PROMPT      queue a generation directly (no LLM); with an /attach'ed image add
+                       --control TYPE (canny, depth, openpose, lineart, softedge, scribble; up to 3)
+                       and/or --reference [style|subject]
+  /attach PATH         attach an image to your next message (or /imagine, /control)
+  /zoom [FACTOR]       zoom out of your last image (default 2x, 1.1 to 4)
+  /pan DIR [FACTOR]    extend your last image left, right, up or down (default 1.5x)
+  /control TYPE        show the control map (pose, edges, depth...) of the attached or last image
   /styles  /presets    list the library
   /history QUERY       search your history
   /queue               your queued and running jobs
@@ -44,6 +50,7 @@ class TerminalChat:
         self.lines: list[ChatLine] = []
         self.pending: list[Attachment] = []
         self.last_generation: int | None = None
+        self.last_image: str | None = None
 
     async def turn(self, text: str, *, reply_to: int | None = None, attach: list[str] = ()) -> dict[str, Any]:
         """Run the agent on one message, wait for the jobs it queued, and describe everything as a dict."""
@@ -78,6 +85,8 @@ class TerminalChat:
         res = job.result or {}
         if res.get("generation_id"):
             self.last_generation = int(res["generation_id"])
+        if res.get("images"):
+            self.last_image = str(res["images"][0])
         return {
             "id": job.id, "state": job.state, "error": job.error, "generation_id": res.get("generation_id"),
             "images": [str(p) for p in res.get("images", [])], "seeds": res.get("seeds", []),
@@ -100,10 +109,16 @@ class TerminalChat:
         if name == "attach":
             return self.attach(arg)
         if name == "imagine":
-            payload = await ops.imagine_payload(self.services, user_id=uid, guild_id=0, prompt=arg)
-            job_id = await self.services.submit("generate", payload, user_id=uid)
-            job = await self._finish(job_id)
-            return job["error"] or "\n".join(job["images"]) or f"job #{job_id}: {job['state']}"
+            return await self._imagine(arg)
+        if name in ("zoom", "pan"):
+            direction, factor = (
+                ("all", cc.parse_factor(arg, cc.ZOOM_FACTOR)) if name == "zoom" else cc.parse_pan(arg)
+            )
+            payload = await cc.outpaint_payload(self.services, uid, self.last_generation, direction, factor)
+            return await self._run(payload)
+        if name == "control":
+            source = self.pending[0].data if self.pending else self.last_image
+            return await cc.control_map(self.services, arg, source)
         if name == "styles":
             return await ops.style_list(self.services, 0)
         if name == "presets":
@@ -115,6 +130,23 @@ class TerminalChat:
         if name == "cancel":
             return await ops.cancel_job(self.services, uid, int(arg) if arg.isdigit() else None)
         raise UserError(f"unknown command /{name}; try /help")
+
+    async def _imagine(self, arg: str) -> str:
+        """/imagine PROMPT [--control TYPE] [--reference MODE]: the options use the /attach'ed image."""
+        args = cc.parse_imagine(arg)
+        payload = await ops.imagine_payload(
+            self.services, user_id=self.user_id, guild_id=0, prompt=args.prompt
+        )
+        payload |= await cc.guided_fields(self.services.settings, args, self.pending)
+        if args.control or args.reference:
+            self.pending = []
+        return await self._run(payload)
+
+    async def _run(self, payload: dict[str, Any]) -> str:
+        """Queue a 'generate' job, wait for it, and say where its images are."""
+        job_id = await self.services.submit("generate", payload, user_id=self.user_id)
+        job = await self._finish(job_id)
+        return job["error"] or "\n".join(job["images"]) or f"job #{job_id}: {job['state']}"
 
 
 def _render(out: dict[str, Any]) -> str:

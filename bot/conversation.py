@@ -48,6 +48,11 @@ class Turn:
         """The user's request (the last message)."""
         return self.conversation[-1].content
 
+    @property
+    def has_image(self) -> bool:
+        """True when the request comes with an image: a non-empty attachment or a replied-to generation."""
+        return self.replied_generation_id is not None or any(a.data for a in self.attachments)
+
 
 def cut(text: str, limit: int) -> str:
     """Text shortened to `limit` characters with a visible marker."""

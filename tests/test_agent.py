@@ -75,7 +75,9 @@ async def test_natural_language_generation(open_store, tmp_path):
     assert result.follow_ups[0] == "Make a variation"
     system = model.calls[0][0]["content"]
     assert (
-        "- generate(prompt*, negative, preset, style, aspect, count, seed, strength, source_generation_id): Queue"
+        "- generate(prompt*, negative, preset, style, aspect, count, seed, strength, source_generation_id,"
+        " control, control_scale, control_generation_id, reference, reference_scale, reference_generation_id,"
+        " outpaint, outpaint_factor): Queue"
         in system
         and "watercolor" in system
         and "{tools}" not in system

@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import random
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from engine.control import CONTROL_TYPES, MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES
 from engine.diffusion.request import ASPECTS
-from engine.images import decode_image, image_limits
 from engine.store.history import Generation
 from tools.common import usable_generation
-from tools.context import Attachment, ToolContext, ToolError
+from tools.context import ToolContext, ToolError
 from tools.registry import Choices
+from tools.sources import (
+    DEFAULT_OUTPAINT_FACTOR,
+    OUTPAINT_FACTORS,
+    Sources,
+    check_combinations,
+    control_fields,
+    image_attachments,
+    reference_fields,
+    source_prompt,
+    type_hints,
+    vague_prompt,
+    with_defaults,
+)
 
 Aspect = Literal[tuple(ASPECTS)]  # type: ignore[valid-type]
+ControlType = Literal[CONTROL_TYPES]  # type: ignore[valid-type]
+ReferenceMode = Literal[REFERENCE_MODES]  # type: ignore[valid-type]
+OutpaintDirection = Literal[OUTPAINT_DIRECTIONS]  # type: ignore[valid-type]
 MAX_SEED = 2**32 - 1
 INHERITED_PARAMS = ("steps", "cfg", "scheduler")
-
-
-def _save_attachment(ctx: ToolContext, att: Attachment) -> str:
-    """Decode an uploaded image safely and store it as PNG under outputs/uploads; return the path."""
-    img = decode_image(att.data, **image_limits(ctx.settings.images))
-    digest = hashlib.sha256(att.data).hexdigest()[:24]
-    folder = ctx.settings.path("outputs") / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest}.png"
-    if not path.exists():
-        img.save(path, format="PNG")
-    return str(path)
 
 
 async def _check_names(ctx: ToolContext, preset: str | None, style: str | None) -> None:
@@ -66,6 +69,14 @@ async def generate(
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None,
     strength: Annotated[float, Field(ge=0.05, le=1.0)] | None = None,
     source_generation_id: Annotated[int, Field(ge=1)] | None = None,
+    control: Annotated[list[ControlType], Field(min_length=1, max_length=MAX_CONTROLS)] | None = None,
+    control_scale: Annotated[float, Field(ge=0.0, le=2.0)] | None = None,
+    control_generation_id: Annotated[int, Field(ge=1)] | None = None,
+    reference: ReferenceMode | None = None,
+    reference_scale: Annotated[float, Field(ge=0.0, le=1.5)] | None = None,
+    reference_generation_id: Annotated[int, Field(ge=1)] | None = None,
+    outpaint: OutpaintDirection | None = None,
+    outpaint_factor: Annotated[float, Field(ge=OUTPAINT_FACTORS[0], le=OUTPAINT_FACTORS[1])] | None = None,
 ) -> dict:
     """Queue an image generation (text-to-image, or img2img from an earlier image).
 
@@ -79,12 +90,34 @@ async def generate(
         seed: Seed to reproduce or vary an image; omit for a random one.
         strength: img2img strength 0.05-1 (low keeps more of the source image); needs a source image.
         source_generation_id: Id of an earlier generation to reuse: its seed and settings (with strength: img2img of its image).
+        control: Keep the structure of the user's image: openpose = same pose, canny = same composition/edges, depth = same layout; up to 3.
+        control_scale: How strongly control is followed, 0-2 (default 1).
+        control_generation_id: Earlier generation to take the control image from; omit to use the attached or replied image.
+        reference: Use the user's image as a reference: style = its look, subject = its character or object.
+        reference_scale: How strongly the reference is followed, 0-1.5 (default 0.6).
+        reference_generation_id: Earlier generation to use as the reference; omit to use the attached or replied image.
+        outpaint: Zoom out (all) or extend the image to the left, right, up or down; the original pixels are kept.
+        outpaint_factor: How much bigger the canvas gets, 1.1-4 (default 2).
     """
     if not prompt.strip():
         raise ToolError("the prompt is empty")
     max_batch = ctx.settings.generation.max_batch
     if count > max_batch:
         raise ToolError(f"count {count} is over this server's limit of {max_batch} images")
+    args = {
+        "strength": strength,
+        "aspect": aspect,
+        "control": control,
+        "control_scale": control_scale,
+        "control_generation_id": control_generation_id,
+        "reference": reference,
+        "reference_scale": reference_scale,
+        "reference_generation_id": reference_generation_id,
+        "outpaint": outpaint,
+        "outpaint_factor": outpaint_factor,
+    }
+    notes = with_defaults(args, ctx.defaults, _hints())
+    check_combinations(args)
     payload: dict[str, Any] = {
         "prompt": prompt.strip(),
         "negative": negative.strip() or None,
@@ -96,21 +129,17 @@ async def generate(
         "strength": strength,
         "source_generation_id": None,
     }
-    if source_generation_id is None and strength is not None and ctx.replied_generation_id:
-        source_generation_id = ctx.replied_generation_id
-    if source_generation_id is not None:
-        _inherit(payload, await usable_generation(ctx, source_generation_id))
-        if (
-            strength is not None
-        ):  # img2img from the source's image; without strength: same seed/params, txt2img
-            payload["source_generation_id"] = source_generation_id
-    elif strength is not None:
-        images = [a for a in ctx.attachments if a.data]
-        if not images:
-            raise ToolError(
-                "strength needs a source image: reply to a generation, attach an image or give source_generation_id"
-            )
-        payload["source_image"] = await asyncio.to_thread(_save_attachment, ctx, images[0])
+    sources = Sources(ctx)
+    extra: dict[str, Any] = {}
+    if args["outpaint"] is not None:
+        source_generation_id = await _outpaint(payload, sources, source_generation_id, args, extra)
+    else:
+        source_generation_id = await _source(ctx, payload, sources, source_generation_id, strength)
+    if args["control"] is not None:
+        payload["controls"], extra["controls"] = await control_fields(sources, args)
+    if args["reference"] is not None:
+        fields, extra["reference"] = await reference_fields(sources, args)
+        payload.update(fields)
     await _check_names(ctx, payload["preset"], payload["style"])
     if payload["seed"] is None:
         payload["seed"] = random.randint(0, MAX_SEED)
@@ -118,7 +147,7 @@ async def generate(
     job_id = await jobs.enqueue(
         ctx.user_id, ctx.guild_id, ctx.channel_id, "generate", payload, reply_to=dict(ctx.reply_to)
     )
-    return {
+    result = {
         "job_ids": [job_id],
         "queue_position": await jobs.position(job_id),
         "prompt": payload["prompt"],
@@ -126,6 +155,70 @@ async def generate(
         "preset": payload["preset"],
         "style": payload["style"],
         "count": count,
-        "mode": "img2img" if strength is not None else "txt2img",
+        "mode": _mode(args),
         "based_on": source_generation_id,
+        **extra,
     }
+    return {**result, "notes": notes} if notes else result
+
+
+@cache
+def _hints() -> dict[str, Any]:
+    return type_hints(generate)
+
+
+def _mode(args: dict[str, Any]) -> str:
+    """The mode for the result: txt2img, img2img, or the special modes joined by + (control+reference)."""
+    parts = [k for k in ("outpaint", "control", "reference") if args[k] is not None]
+    if args["strength"] is not None:
+        parts.append("img2img")
+    return "+".join(parts) or "txt2img"
+
+
+async def _source(
+    ctx: ToolContext,
+    payload: dict[str, Any],
+    sources: Sources,
+    source_generation_id: int | None,
+    strength: float | None,
+) -> int | None:
+    """Inherit from source_generation_id (img2img of it with strength), or img2img of an attachment."""
+    if source_generation_id is None and strength is not None and ctx.replied_generation_id:
+        source_generation_id = ctx.replied_generation_id
+    if source_generation_id is not None:
+        _inherit(payload, await usable_generation(ctx, source_generation_id))
+        if strength is not None:  # img2img from the source's image; without strength: same seed/params
+            payload["source_generation_id"] = source_generation_id
+    elif strength is not None:
+        if not image_attachments(ctx):
+            raise ToolError(
+                "strength needs a source image: reply to a generation, attach an image or give source_generation_id"
+            )
+        payload["source_image"] = (await sources.resolve(None, "strength")).image
+    return source_generation_id
+
+
+async def _outpaint(
+    payload: dict[str, Any],
+    sources: Sources,
+    source_generation_id: int | None,
+    args: dict[str, Any],
+    extra: dict[str, Any],
+) -> int | None:
+    """Extend the canvas of source_generation_id > the attachment > the replied image; returns the generation."""
+    src = await sources.resolve(source_generation_id, "outpaint")
+    payload["outpaint"] = {
+        "direction": args["outpaint"],
+        "factor": args["outpaint_factor"] or DEFAULT_OUTPAINT_FACTOR,
+    }
+    payload.update(src.fields("source_generation_id", "source_image"))
+    extra["outpaint"] = {**payload["outpaint"], "from": src.label}
+    gen = src.generation
+    if gen is None:
+        return None
+    _inherit(payload, gen)
+    payload["aspect"] = None  # the canvas size comes from the source image and the factor
+    if vague_prompt(payload["prompt"]):
+        payload["prompt"] = source_prompt(gen)
+        extra["prompt_from"] = f"generation #{gen.id}"
+    return gen.id

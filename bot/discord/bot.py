@@ -13,7 +13,7 @@ from bot.discord import bridge, replies, views
 from bot.discord.progress import ProgressPoster
 
 log = logging.getLogger(__name__)
-COGS = ("chat", "imagine", "presets", "styles", "history", "settings", "queue", "help")
+COGS = ("chat", "imagine", "controlmap", "presets", "styles", "history", "settings", "queue", "help")
 
 
 def intents_for(message_content: bool) -> discord.Intents:

@@ -11,6 +11,7 @@ from typing import Any
 
 import discord
 
+from bot import intents
 from bot.discord import bridge, render, replies, views
 from bot.discord.bridge import Attachment, TurnSpec, UserError
 from bot.discord.progress import Target
@@ -100,11 +101,38 @@ async def generation_of(services: Any, message: discord.Message | None) -> int |
     return None
 
 
+def image_intent(text: str) -> Any:
+    """The image-job intent of a request ("use this pose", "zoom out", ...), or None (critique or chat)."""
+    return intents.detect(text) if text else None
+
+
+async def image_source(
+    services: Any, message: discord.Message, chain: list[discord.Message], max_bytes: int
+) -> tuple[list[Attachment], int | None]:
+    """The picture an image-job request is about: its own upload, else the nearest one up the reply chain.
+
+    A bot result counts as its generation id (full resolution, no re-upload); anything else as its bytes.
+    """
+    if own := await read_images([message], max_bytes):
+        return own, None
+    for m in reversed(chain):
+        if (gen := await generation_of(services, m)) is not None:
+            return [], gen
+        if found := await read_images([m], max_bytes):
+            return found, None
+    return [], None
+
+
 async def build_turn(bot: Any, message: discord.Message) -> TurnSpec:
-    """A TurnSpec from a message: the reply chain as conversation, images from it or the replied-to one."""
+    """A TurnSpec from a message: the reply chain as conversation, images from it or the replied-to one.
+
+    Requests such as "use this pose" or "zoom out" get the replied picture as the turn's image source;
+    other turns see the message's or the replied message's images (critique, chat).
+    """
     settings = bridge.settings_of(bot.services)
     chain = await reply_chain(message, settings.agent.history_turns)
     me = bot.user.id
+    text = clean(message.content, me)
     conv = [
         {
             "role": "assistant" if m.author.id == me else "user",
@@ -114,16 +142,20 @@ async def build_turn(bot: Any, message: discord.Message) -> TurnSpec:
         for m in chain
         if m.content
     ]
-    parent = chain[-1] if chain else None
-    images = await read_images([message, *(chain[::-1])][:2], settings.images.max_input_bytes)
+    max_bytes = settings.images.max_input_bytes
+    if image_intent(text) is not None:
+        images, gen = await image_source(bot.services, message, chain, max_bytes)
+    else:
+        images = await read_images([message, *(chain[::-1])][:2], max_bytes)
+        gen = await generation_of(bot.services, chain[-1] if chain else None)
     return TurnSpec(
-        text=clean(message.content, me),
+        text=text,
         user_id=message.author.id,
         guild_id=message.guild.id if message.guild else 0,
         channel_id=message.channel.id,
         conversation=conv,
         attachments=images,
-        replied_generation_id=await generation_of(bot.services, parent),
+        replied_generation_id=gen,
         roles=tuple(r.id for r in getattr(message.author, "roles", [])[1:]),
         reply_to={"message_id": message.id, "channel_id": message.channel.id},
     )

@@ -10,7 +10,7 @@ from discord import app_commands
 
 from bot.discord.bridge import UserError
 from bot.discord.render import clip
-from engine.diffusion.errors import DiffusionError
+from engine.diffusion.errors import DiffusionError, InvalidRequest, ModelNotAvailable
 from engine.images import BadImage
 from engine.store.history import HistoryQueryError
 from engine.store.jobs import JobError
@@ -22,6 +22,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     UnknownEntry,
     BadImage,
     DiffusionError,
+    InvalidRequest,
+    ModelNotAvailable,
     HistoryQueryError,
     JobError,
 )

@@ -1,4 +1,4 @@
-"""Persistent result buttons (reroll, V1..Vn, U1..Un, favorite, info, delete) and critique-fix buttons.
+"""Persistent result buttons (reroll, V1..Vn, U1..Un, favorite, info, delete, zoom/pan) and critique fixes.
 
 Buttons are DynamicItems keyed by custom_id ("atelier:v:<job_id>:<i>"), registered in setup_hook, so a
 click after a restart is routed by its custom_id alone.
@@ -12,7 +12,7 @@ from typing import Any
 
 import discord
 
-from bot.discord import bridge, replies
+from bot.discord import bridge, pan, replies
 
 ACTIONS = {"r": "generate", "v": "variation", "u": "upscale"}
 MAX_FIXES = 5
@@ -95,6 +95,7 @@ def result_view(job_id: int, n_images: int, kind: str = "generate") -> discord.u
             view.add_item(ResultButton("v", job_id, i, row=1))
     for i in range(1, min(n_images, 5) + 1):
         view.add_item(ResultButton("u", job_id, i, row=2))
+    pan.add_items(view, job_id, n_images, kind)
     return view
 
 
@@ -110,7 +111,7 @@ def fix_view(generation_id: int | None, n_fixes: int) -> discord.ui.View | None:
 
 def dynamic_items() -> tuple[type[discord.ui.DynamicItem], ...]:
     """Every DynamicItem class the bot must register at startup."""
-    return ResultButton, FixButton
+    return ResultButton, FixButton, pan.OutpaintButton, pan.OutpaintSelect
 
 
 async def _dispatch(interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
@@ -154,7 +155,9 @@ async def _follow_up(
 def info_text(job: Any) -> str:
     """Seed and parameters of a job, for the ℹ️ button."""
     out = bridge.job_output(job)
-    params = {k: v for k, v in job.payload.items() if k not in ("source_image", "mask")}
+    params = {k: v for k, v in job.payload.items() if k not in ("source_image", "mask", "reference_image")}
+    if params.get("controls"):  # upload paths stay private; type and scale are what the user chose
+        params["controls"] = [{k: v for k, v in c.items() if k != "image"} for c in params["controls"]]
     gen = f" · generation #{out.generation_id}" if out.generation_id is not None else ""
     seeds = ", ".join(map(str, out.seeds)) or "?"
     return f"Job #{job.id} ({job.kind}){gen} · seeds {seeds}\n```json\n{json.dumps(params, indent=1)[:1700]}\n```"

@@ -11,9 +11,13 @@ from discord.ext import commands
 from bot.discord import replies
 
 HELP = """**Atelier** draws, critiques and remembers.
-• Mention me, DM me or reply to my messages to talk; attach or reply to an image and ask for a critique.
-• `/imagine prompt` — draw (options: preset, style, aspect, count, seed, negative, image).
-• Buttons under results: 🔄 reroll · V1..V4 variations · U1..U4 upscale · ⭐ favorite · ℹ️ info · 🗑️ delete.
+• Mention me, DM me or reply to my messages to talk; attach or reply to an image and ask for a critique,
+  or say "use this pose", "in the style of this", "zoom out", "extend to the right".
+• `/imagine prompt` — draw (options: preset, style, aspect, count, seed, negative, image, control_image +
+  control_type/control_scale to follow a pose/edges/depth, reference_image + reference_mode/reference_scale).
+• `/controlmap image type` — preview the control map (edges, pose, depth…) an image gives.
+• Buttons under results: 🔄 reroll · V1..V4 variations · U1..U4 upscale · ⭐ favorite · ℹ️ info · 🗑️ delete ·
+  🔍 zoom out and ⬅️➡️⬆️⬇️ pan (a menu when there are several images).
 • `/preset list|show|use|save|delete` — model presets (scope `guild` for admins).
 • `/style list|show|add` — prompt styles of this server.
 • `/history search` — find your past images. `/settings` — your defaults.

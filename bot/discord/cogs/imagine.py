@@ -8,8 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import bridge, complete, ops
+from bot.discord import bridge, complete, control, ops
 from bot.discord.progress import Target
+from engine.control import CONTROL_TYPES, REFERENCE_MODES
 from engine.diffusion.request import ASPECTS
 
 MAX_SEED = 2**53 - 1  # Discord integer options are limited to ±2^53
@@ -29,8 +30,18 @@ class Imagine(commands.Cog):
         seed="seed for reproducible results",
         negative="what to avoid",
         image="start from this image (img2img)",
+        control_image="follow the pose, edges or depth of this image (ControlNet)",
+        control_type="what to take from control_image (default: canny edges)",
+        control_scale="how strictly to follow control_image (0-2, default 1)",
+        reference_image="reuse the subject or style of this image (IP-Adapter)",
+        reference_mode="take the subject or the style of reference_image (default: subject)",
+        reference_scale="how strongly to follow reference_image (0-1.5, default 0.6)",
     )
-    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
+    @app_commands.choices(
+        aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
+        control_type=[app_commands.Choice(name=t, value=t) for t in CONTROL_TYPES],
+        reference_mode=[app_commands.Choice(name=m, value=m) for m in REFERENCE_MODES],
+    )
     @app_commands.autocomplete(preset=complete.presets, style=complete.styles)
     async def imagine(
         self,
@@ -43,9 +54,19 @@ class Imagine(commands.Cog):
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         negative: app_commands.Range[str, 0, 1000] | None = None,
         image: discord.Attachment | None = None,
+        control_image: discord.Attachment | None = None,
+        control_type: str | None = None,
+        control_scale: app_commands.Range[float, 0.0, 2.0] | None = None,
+        reference_image: discord.Attachment | None = None,
+        reference_mode: str | None = None,
+        reference_scale: app_commands.Range[float, 0.0, 1.5] | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)
         services = self.bot.services
+        extra = await control.imagine_fields(
+            services, control_image=control_image, control_type=control_type, control_scale=control_scale,
+            reference_image=reference_image, reference_mode=reference_mode, reference_scale=reference_scale,
+        )  # fmt: skip
         init = None
         if image is not None:
             limit = bridge.settings_of(services).images.max_input_bytes
@@ -58,7 +79,7 @@ class Imagine(commands.Cog):
             aspect=aspect, count=count, seed=seed, negative=negative, init_image=init,
         )  # fmt: skip
         job_id = await bridge.submit(
-            services, "generate", payload, user_id=uid, guild_id=gid,
+            services, "generate", payload | extra, user_id=uid, guild_id=gid,
             channel_id=interaction.channel_id or 0, reply_to={"interaction_id": interaction.id},
         )  # fmt: skip
         await self.bot.poster.track(job_id, Target(uid, interaction.channel, interaction=interaction))

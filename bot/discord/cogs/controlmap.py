@@ -1,0 +1,36 @@
+"""/controlmap: show the control map (edges, pose, depth...) an image gives, before generating with it."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord import control
+from engine.control import CONTROL_TYPES
+
+
+class ControlMap(commands.Cog):
+    def __init__(self, bot: Any):
+        self.bot = bot
+
+    @app_commands.command(name="controlmap", description="Preview the control map an image gives /imagine")
+    @app_commands.describe(image="the picture to analyse", kind="which map to make (default: canny edges)")
+    @app_commands.rename(kind="type")
+    @app_commands.choices(kind=[app_commands.Choice(name=t, value=t) for t in CONTROL_TYPES])
+    async def controlmap(
+        self, interaction: discord.Interaction, image: discord.Attachment, kind: str = control.DEFAULT_CONTROL
+    ) -> None:
+        await interaction.response.defer(thinking=True)
+        data, name = await control.control_map(self.bot.services, kind, image)
+        await interaction.edit_original_response(
+            content=control.control_map_text(kind, image.filename),
+            attachments=[discord.File(io.BytesIO(data), filename=name)],
+        )
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(ControlMap(bot))

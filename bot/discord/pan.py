@@ -1,0 +1,124 @@
+"""Persistent zoom-out / pan controls on results: outpaint one image into a new 'generate' job.
+
+One image: a row of five buttons (Zoom out, ⬅, ➡, ⬆, ⬇). Several images: one select menu on that row with
+those five actions for every image (at most 4 x 5 = 20 options), so the message stays within Discord's five
+rows of components. Both are DynamicItems keyed by custom_id, so clicks after a restart still work.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import discord
+
+from bot.discord import bridge, control, replies
+
+ROW = 3  # rows 0-2 hold reroll/favorite/info/delete, V1..Vn and U1..Un
+DIRECTIONS = ("all", "left", "right", "up", "down")
+EMOJI = {"all": "🔍", "left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
+WORDS = {"all": "Zoom out", "left": "Pan left", "right": "Pan right", "up": "Pan up", "down": "Pan down"}
+_DIR = "|".join(DIRECTIONS)
+
+
+class OutpaintButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=rf"atelier:o:(?P<job>[0-9]+):(?P<dir>{_DIR}):(?P<index>[0-9]+)",
+):
+    """Zoom out (direction 'all') or pan one image of a job; `index` is 1-based."""
+
+    def __init__(self, job_id: int, direction: str, index: int = 1, *, row: int | None = None):
+        self.job_id, self.direction, self.index = job_id, direction, index
+        label = WORDS[direction] if direction == "all" else None
+        button = discord.ui.Button(
+            label=label,
+            emoji=EMOJI[direction],
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"atelier:o:{job_id}:{direction}:{index}",
+            row=row,
+        )
+        super().__init__(button)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> OutpaintButton:
+        return cls(int(match["job"]), match["dir"], int(match["index"]))
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        await _run(interaction, self.job_id, self.direction, self.index)
+
+
+class OutpaintSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"atelier:os:(?P<job>[0-9]+)"):
+    """One menu with zoom out / pan for each image of a multi-image result; values are '<direction>:<i>'."""
+
+    def __init__(self, job_id: int, n_images: int = 0, *, row: int | None = None):
+        self.job_id = job_id
+        options = [
+            discord.SelectOption(label=f"{WORDS[d]} · image {i}", value=f"{d}:{i}", emoji=EMOJI[d])
+            for i in range(1, n_images + 1)
+            for d in DIRECTIONS
+        ]
+        select: discord.ui.Select = discord.ui.Select(
+            custom_id=f"atelier:os:{job_id}",
+            placeholder="🔍 Zoom out or pan an image…",
+            options=options or [discord.SelectOption(label="image 1", value="all:1")],
+            row=row,
+        )
+        super().__init__(select)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Select, match: re.Match[str], /
+    ) -> OutpaintSelect:
+        return cls(int(match["job"]), len(item.options) // len(DIRECTIONS))
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        value = self.item.values[0] if self.item.values else ""
+        direction, _, index = value.partition(":")
+        if direction not in DIRECTIONS or not index.isdigit():
+            await replies.fail(interaction, f"⚠️ unknown zoom/pan choice {value!r}")
+            return
+        await _run(interaction, self.job_id, direction, int(index))
+
+
+def add_items(view: discord.ui.View, job_id: int, n_images: int, kind: str) -> None:
+    """Add the zoom/pan row to a result view (generations and variations with at least one image)."""
+    if kind not in control.OUTPAINT_KINDS or n_images <= 0:
+        return
+    if n_images == 1:
+        for d in DIRECTIONS:
+            view.add_item(OutpaintButton(job_id, d, 1, row=ROW))
+    else:
+        view.add_item(OutpaintSelect(job_id, min(n_images, 5), row=ROW))
+
+
+async def _run(interaction: discord.Interaction, job_id: int, direction: str, index: int) -> None:
+    try:
+        await _enqueue(interaction, job_id, direction, index)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a specific ephemeral message
+        await replies.fail(interaction, replies.error_text(e))
+
+
+async def _enqueue(interaction: discord.Interaction, job_id: int, direction: str, index: int) -> None:
+    """Defer, then queue the outpaint job for the clicking user and track it in the deferred message."""
+    from bot.discord.progress import Target
+
+    bot: Any = interaction.client
+    await interaction.response.defer(thinking=True)
+    source = await bridge.jobs_of(bot.services).get(job_id)
+    if source is None:
+        raise bridge.UserError(f"job #{job_id} no longer exists")
+    payload = control.outpaint_payload(source, index - 1, direction)
+    new_id = await bridge.submit(
+        bot.services,
+        "generate",
+        payload,
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id or 0,
+        channel_id=interaction.channel_id or 0,
+        reply_to={"message_id": interaction.message.id if interaction.message else None},
+    )
+    label = f"{WORDS[direction]} of #{source.id} image {index}"
+    target = Target(interaction.user.id, interaction.channel, interaction=interaction, label=label)
+    await bot.poster.track(new_id, target)

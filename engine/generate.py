@@ -309,11 +309,16 @@ class GenerationHandlers:
         }
         return await self._deliver(job, ctx, plan, images, [s - req.seed for s in seeds], params)
 
-    def _save(self, job: Job, images: list[Image.Image], positions: list[int], meta: dict) -> list[str]:
-        """Write each PNG atomically (temp file + rename) so a crash never leaves a torn file."""
+    def output_folder(self, job: Job) -> Path:
+        """outputs/<yyyy-mm-dd of the job's creation>, created if missing."""
         day = dt.datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d")
         folder = self.s.settings.path("outputs") / day
         folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _save(self, job: Job, images: list[Image.Image], positions: list[int], meta: dict) -> list[str]:
+        """Write each PNG atomically (temp file + rename) so a crash never leaves a torn file."""
+        folder = self.output_folder(job)
         paths = []
         for image, pos, seed in zip(images, positions, meta["params"]["seeds"], strict=True):
             path = folder / f"{job.id}-{pos}.png"

@@ -8,7 +8,6 @@ pasted back exactly afterwards.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +39,7 @@ async def _source(h: GenerationHandlers, path: str | None, gen_id: int | None, i
 
 
 def _save_map(h: GenerationHandlers, job: Job, i: int, image: Image.Image) -> str:
-    day = dt.datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d")
-    folder = h.s.settings.path("outputs") / day
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{job.id}-control-{i}.png"
+    path = h.output_folder(job) / f"{job.id}-control-{i}.png"
     image.save(path, format="PNG")
     return str(path)
 

@@ -51,7 +51,11 @@ _VAGUE = frozenset(_VAGUE_WORDS.split())
 
 def save_upload(settings: Settings, data: bytes) -> str:
     """Decode uploaded bytes safely (BadImage) and store them as PNG under outputs/uploads; return the path."""
-    img = decode_image(data, **image_limits(settings.images))
+    return store_upload(settings, data, decode_image(data, **image_limits(settings.images)))
+
+
+def store_upload(settings: Settings, data: bytes, img: Any) -> str:
+    """Store an already decoded upload as PNG under outputs/uploads, named by its bytes' digest; return the path."""
     digest = hashlib.sha256(data).hexdigest()[:24]
     folder = settings.path("outputs") / "uploads"
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any, Protocol
 
 from bot.discord import bridge, render
@@ -12,6 +11,7 @@ from engine.control import CONTROL_TYPES, OUTPAINT_DIRECTIONS, REFERENCE_MODES, 
 from engine.diffusion.errors import InvalidRequest
 from engine.images import BadImage, decode_image, image_limits
 from engine.store.jobs import Job
+from tools.sources import store_upload
 
 CONTROL_SCALE = (0.0, 2.0)
 REFERENCE_SCALE = (0.0, 1.5)
@@ -94,16 +94,7 @@ async def read_image(services: Any, option: str, upload: Upload) -> tuple[bytes,
 async def save_image(services: Any, option: str, upload: Upload) -> str:
     """Store a checked upload as PNG under outputs/uploads (the path a job payload may name)."""
     data, img = await read_image(services, option, upload)
-    folder = bridge.settings_of(services).path("outputs") / "uploads"
-    dest = folder / f"{hashlib.sha256(data).hexdigest()[:24]}.png"
-
-    def write() -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not dest.exists():
-            img.save(dest, format="PNG")
-
-    await asyncio.to_thread(write)
-    return str(dest)
+    return await asyncio.to_thread(store_upload, bridge.settings_of(services), data, img)
 
 
 async def imagine_fields(

@@ -50,6 +50,25 @@ def _text_config(projection_dim: int = 32):
     )
 
 
+# the tiny CLIP vision tower of the safety checker and the IP-Adapter image encoder
+TINY_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "image_size": 32,
+    "patch_size": 8,
+    "projection_dim": 32,
+}
+
+
+def save_tiny_image_processor(out: Path) -> None:
+    """The 32 px CLIPImageProcessor that goes with TINY_VISION."""
+    from transformers import CLIPImageProcessor
+
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
+
+
 def _vae():
     """A tiny VAE whose encoder is near-deterministic (logvar -30) with real-SD-like latent scale (std ~5)."""
     import torch
@@ -192,20 +211,11 @@ def _save_sdxl(out: Path) -> None:
 
 def _save_safety(out: Path) -> None:
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessor
+    from transformers import CLIPConfig
 
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 37,
-        "num_attention_heads": 4,
-        "num_hidden_layers": 2,
-        "image_size": 32,
-        "patch_size": 8,
-        "projection_dim": 32,
-    }
-    config = CLIPConfig(text_config=_text_config().to_dict(), vision_config=vision, projection_dim=32)
+    config = CLIPConfig(text_config=_text_config().to_dict(), vision_config=TINY_VISION, projection_dim=32)
     StableDiffusionSafetyChecker(config).save_pretrained(out, safe_serialization=True)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
+    save_tiny_image_processor(out)
 
 
 def _save_upscaler(out: Path) -> None:

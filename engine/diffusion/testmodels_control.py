@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.diffusion.testmodels import _build
+from engine.diffusion.testmodels import TINY_VISION, _build, save_tiny_image_processor
 
 FAMILIES: tuple[str, ...] = ("sd15", "sdxl")
 IP_ADAPTER_WEIGHTS = "ip-adapter.safetensors"
@@ -14,7 +14,7 @@ _CONTROL_VERSION = 1  # bump when the tiny control models change shape or initia
 _ZERO_CONV_STD = 0.2  # std given to the zero-initialised residual convolutions (down blocks and mid block)
 _COND_OUT_STD = 4.0  # std of the conditioning embedding's conv_out: large, so the control image itself shows
 _IP_STD = 0.5  # std of the IP-Adapter projections so a reference image visibly changes the output
-_IMAGE_EMBED_DIM = 32
+_IMAGE_EMBED_DIM = TINY_VISION["projection_dim"]
 
 
 def _check_family(family: str) -> str:
@@ -79,16 +79,7 @@ def ensure_tiny_controlnet(path: Path, base: Path, family: str) -> Path:
 def _image_encoder():
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        image_size=32,
-        patch_size=8,
-        projection_dim=_IMAGE_EMBED_DIM,
-    )
-    return CLIPVisionModelWithProjection(config)
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_VISION))
 
 
 def _cross_attention_shapes(unet) -> list[tuple[int, int]]:
@@ -124,14 +115,11 @@ def ip_adapter_state_dict(unet) -> dict:
 def _save_ip_adapter(base: Path, family: str):
     def save(out: Path) -> None:
         from safetensors.torch import save_file
-        from transformers import CLIPImageProcessor
 
         unet = _base_unet(base, family)
         encoder_dir = out / IMAGE_ENCODER_FOLDER
         _image_encoder().save_pretrained(encoder_dir, safe_serialization=True)
-        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-            encoder_dir
-        )
+        save_tiny_image_processor(encoder_dir)
         state = {k: v.contiguous() for k, v in ip_adapter_state_dict(unet).items()}
         save_file(state, str(out / IP_ADAPTER_WEIGHTS))
 

@@ -231,17 +231,19 @@ async def test_unknown_model_and_duplicate_registration() -> None:
 
 
 async def test_measured_footprint_with_real_rss_drives_planning() -> None:
-    arb = Arbiter(budget_bytes=40 * MIB, device="cpu")  # real /proc/self/statm probe
-    big = TinyModel("big", 1, width=2048)  # declares 1 MiB but two 2048x2048 fp32 layers are ~32 MiB
-    small = TinyModel("small", 16)
+    arb = Arbiter(budget_bytes=100 * MIB, device="cpu")  # real /proc/self/statm probe
+    # declares 1 MiB but two 3072x3072 fp32 layers are ~72 MiB; each weight (36 MiB) is above glibc's largest
+    # mmap threshold (32 MiB), so it gets fresh pages and shows in RSS even after earlier tests freed memory
+    big = TinyModel("big", 1, width=3072)
+    small = TinyModel("small", 40)
     arb.register(big)
     arb.register(small)
     async with arb.use("big"):
         pass
     snap = {s["name"]: s for s in arb.snapshot()}["big"]
-    assert snap["measured_bytes"] >= 24 * MIB
+    assert snap["measured_bytes"] >= 64 * MIB
     assert snap["planned_bytes"] == snap["measured_bytes"] > snap["est_bytes"]
-    async with arb.use("small"):  # 32 + 16 > 40 only with the measured size: big must go
+    async with arb.use("small"):  # 72 + 40 > 100 only with the measured size: big must go
         pass
     assert not big.loaded and small.loaded
     assert arb.evictions == 1

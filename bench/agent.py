@@ -1,7 +1,8 @@
-"""Agent decision benchmark: request -> validated action latency and tokens/s with SmolLM2-135M on CPU.
+"""Agent turn benchmark: request -> routed, filled and validated call, latency and tokens/s with SmolLM2-135M.
 
 python -m bench.agent [--n 20] [--threads 2] [--max-tokens 80]
-Prints ONE JSON line: p50/p99 decision latency and generation tokens/s, with and without prefix reuse.
+Prints ONE JSON line: p50/p99 turn latency, tokens evaluated and generation tokens/s, with and without prefix
+reuse (bench.agent_eval measures whether the turns are right).
 Timings depend on machine load; the JSON includes the load average seen at the start.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
 from engine.config import Paths, Settings
-from engine.llm import BadAction, LlamaModel, validated
+from engine.llm import LlamaModel
 from engine.store import Store
 from engine.store.jobs import JobStore
 from tools.context import Services
@@ -50,36 +51,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-async def decisions(agent: Agent, model: LlamaModel, n: int, max_tokens: int) -> dict:
-    """Run n decisions (request -> validated action); latency includes validation."""
-    orch = agent.orchestrator
-    lat, tok_s, evaluated, bad = [], [], [], 0
-    for i in range(-1, n):  # i = -1 warms up (loads the system prompt into the KV cache); not counted
+async def decisions(agent: Agent, n: int) -> dict:
+    """Run n turns (request -> routed, filled, validated call or reply); jobs are queued, not rendered."""
+    lat, tok_s, evaluated, model_calls, bad = [], [], [], [], 0
+    for i in range(-1, n):  # i = -1 warms up (loads the system prompts into the KV cache); not counted
         turn = Turn([ChatLine("bench", REQUESTS[i % len(REQUESTS)])], user_id=1, guild_id=1)
-        ctx = agent.context(turn)
-        schema, action_model = await orch.action_spec(ctx)
-        messages = await agent.build_messages(ctx, turn)
         t0 = time.perf_counter()
-        try:
-            reply = await model.achat(messages, schema, max_tokens=max_tokens)
-            validated(reply, action_model)
-        except BadAction:
-            if i >= 0:
-                bad += 1
-                lat.append((time.perf_counter() - t0) * 1000)
-            continue
+        result = await agent.run(turn)
         if i < 0:
             continue
         lat.append((time.perf_counter() - t0) * 1000)
-        evaluated.append(reply.prompt_eval_tokens)
-        if reply.timings.generate_ms > 0:
-            tok_s.append(reply.completion_tokens / (reply.timings.generate_ms / 1000))
+        steps = [s for s in result.steps if "call" not in s]
+        bad += any(s.get("error") for s in steps)
+        evaluated.append(result.prompt_tokens)
+        model_calls.append(result.decisions)
+        for s in steps:
+            if s.get("completion_tokens") and s.get("gen_ms"):
+                tok_s.append(s["completion_tokens"] / (s["gen_ms"] / 1000))
     return {
         "p50_ms": round(percentile(lat, 50), 1),
         "p99_ms": round(percentile(lat, 99), 1),
         "mean_ms": round(statistics.fmean(lat), 1),
         "gen_tokens_per_s": round(statistics.median(tok_s), 1) if tok_s else None,
         "prompt_eval_tokens_mean": round(statistics.fmean(evaluated), 1) if evaluated else None,
+        "model_calls_mean": round(statistics.fmean(model_calls), 2) if model_calls else None,
         "valid": n - bad,
         "bad_action": bad,
     }
@@ -107,7 +102,7 @@ async def main(args: argparse.Namespace) -> dict:
             out = {}
             for label, reuse in (("prefix_reuse", True), ("no_prefix_reuse", False)):
                 model.prefix_reuse = reuse
-                out[label] = await decisions(agent, model, args.n, args.max_tokens)
+                out[label] = await decisions(agent, args.n)
             model.close()
         finally:
             await store.close()

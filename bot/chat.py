@@ -13,6 +13,7 @@ from bot.conversation import ChatLine, Turn
 from bot.discord import ops
 from bot.discord.bridge import UserError
 from engine.config import Settings
+from tools import uploads
 from tools.context import Attachment
 
 DEMO_BANNER = (
@@ -55,7 +56,7 @@ class TerminalChat:
     async def turn(self, text: str, *, reply_to: int | None = None, attach: list[str] = ()) -> dict[str, Any]:
         """Run the agent on one message, wait for the jobs it queued, and describe everything as a dict."""
         for path in attach:
-            self.attach(path)
+            await self.attach(path)
         if text.startswith("^"):
             text, reply_to = text[1:].strip(), reply_to or self.last_generation
         turn = Turn(
@@ -92,13 +93,21 @@ class TerminalChat:
             "images": [str(p) for p in res.get("images", [])], "seeds": res.get("seeds", []),
         }  # fmt: skip
 
-    def attach(self, path: str) -> str:
-        """Queue a file for the next message (it is decoded and checked by the engine, not here)."""
+    async def attach(self, path: str) -> str:
+        """Check a file at the door (decoded, within the limits) and keep it for the next message."""
         p = Path(path).expanduser()
         if not p.is_file():
             raise UserError(f"no such file: {p}")
-        self.pending.append(Attachment(name=p.name, data=p.read_bytes()))
-        return f"attached {p.name} ({p.stat().st_size} bytes) to your next message"
+        images = self.services.settings.images
+        if p.stat().st_size > images.max_input_bytes:
+            raise UserError(str(uploads.too_large(images, p.name, p.stat().st_size)))
+        att = Attachment(name=p.name, data=await asyncio.to_thread(p.read_bytes))
+        try:
+            (att,) = await uploads.check_uploads(images, [att])
+        except uploads.RejectedUpload as e:
+            raise UserError(str(e)) from None
+        self.pending.append(att)
+        return f"attached {p.name} ({len(att.data)} bytes) to your next message"
 
     async def command(self, line: str) -> str:
         """Run one /command and return the text to show."""
@@ -107,7 +116,7 @@ class TerminalChat:
         if name == "help":
             return HELP
         if name == "attach":
-            return self.attach(arg)
+            return await self.attach(arg)
         if name == "imagine":
             return await self._imagine(arg)
         if name in ("zoom", "pan"):

@@ -1,4 +1,4 @@
-"""The `atelier` command: run (Discord), chat (terminal), worker (scale-out), db (maintenance)."""
+"""The `atelier` command: run (Discord), chat (terminal), worker (scale-out), db, models, doctor."""
 
 from __future__ import annotations
 
@@ -55,6 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--user", type=int, required=True)
     search.add_argument("--guild", type=int, default=0)
     search.add_argument("--limit", type=int, default=10)
+
+    models = sub.add_parser("models", help="list, download or remove the presets' model files")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    ls = msub.add_parser("list", help="every preset, its files, their sizes and whether they are here")
+    ls.add_argument("--json", action="store_true", help="one JSON object")
+    ls.add_argument("--offline", action="store_true", help="do not ask the hub for sizes of missing files")
+    pull = msub.add_parser("pull", help="download presets' files from the Hugging Face hub (resumable)")
+    pull.add_argument("names", nargs="+", metavar="NAME")
+    rm = msub.add_parser("rm", help="delete presets' downloaded files and say how much was freed")
+    rm.add_argument("names", nargs="+", metavar="NAME")
+
+    doctor = sub.add_parser("doctor", help="check this machine and the config before anything breaks")
+    doctor.add_argument("--json", action="store_true", help="one JSON object")
     return p
 
 
@@ -149,6 +162,13 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier models list | pull | rm`."""
+    from bot.models_cmd import run_models
+
+    return run_models(settings, args)
+
+
 def _chat(settings: Settings, args: argparse.Namespace) -> int:
     """Terminal chat with the same agent (interactive, or --json lines)."""
     from bot.chat import run_chat
@@ -168,12 +188,17 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": _run,
     "chat": _chat,
     "worker": _worker,
+    "models": _models,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
+    if args.command == "doctor":  # reads the config itself: a bad file is one of the things it reports
+        from bot.doctor import run_doctor
+
+        return run_doctor(args.config, as_json=args.json)
     try:
         settings = load_settings(args.config)
     except ConfigError as e:

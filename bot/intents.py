@@ -6,7 +6,6 @@ English, case-insensitive keyword/regex rules. Control and reference need a word
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 from engine.control import CONTROL_TYPES, MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES
 
 MAX_CHARS = 2000  # longer messages are read up to here (the agent shows the model no more either)
-HINT_PROMPT_CHARS = 300
 FACTOR_REACH = 12  # characters past the clause where "1.5x" still belongs to "zoom out"
 _IMAGE_NOUN = (
     r"(?:image|photo|photograph|picture|pic|upload|attachment|reference|original|drawing|render|one|sketch"
@@ -28,7 +26,8 @@ DEICTIC = (
 POINTER = r"(?:same|identical|matching|exact|this|that|these|those|my|our)"  # directly before the kind word
 KEEP_VERB = (
     r"(?:keep|keeping|copy|copying|match|matching|mirror|mirroring|reuse|reusing|preserve|preserving|retain"
-    r"|retaining|maintain|maintaining|replicate|replicating|borrow|borrowing|reproduce|reproducing|steal)"
+    r"|retaining|maintain|maintaining|replicate|replicating|borrow|borrowing|reproduce|reproducing|steal|follow"
+    r"|following|trace|tracing|respect|respecting)"
 )
 LINK = r"(?:of|from|in|as\s+in|as|like|shown\s+in|used\s+in|on)"
 CONTROL_WORDS: dict[str, str] = {
@@ -62,7 +61,7 @@ _DIRECTIONS = {
 }
 _DIR = r"(?P<dir>left|right|top|bottom|upwards?|downwards?|up|down|above|below)\b"
 _NOT_AFTER_ARTICLE = r"(?<!\ba\s)(?<!\bthe\s)(?<!frying\s)"
-_OBJECT = r"(?:\s+(?:it|this|that|the\s+[a-z]+|my\s+[a-z]+))?"
+_OBJECT = r"(?:\s+(?:it|(?:this|that|the|my|our)(?:\s+[a-z]+)?))?"
 _AMOUNT = r"(?:\s+(?:a\s+bit|a\s+little|more|further|some|out))?"
 OUTPAINT_DIRECTIONAL = [
     rf"\b{_NOT_AFTER_ARTICLE}(?:extend|expand|outpaint|pan|continue|grow|stretch|widen|wider|enlarge)\b{_OBJECT}{_AMOUNT}"
@@ -132,17 +131,6 @@ class Intent:
             out["outpaint_factor"] = self.outpaint_factor
         return out
 
-    def hint(self) -> str:
-        """One sentence for the model: the generate action that does what the user asked of their image."""
-        action = {
-            "tool": "generate",
-            "args": {"prompt": self.prompt[:HINT_PROMPT_CHARS], **self.tool_defaults()},
-        }
-        return (
-            f"For this request answer {json.dumps(action, ensure_ascii=False)} (the attached or replied image "
-            "is used automatically; you may improve the prompt)."
-        )
-
 
 def _normalize(text: str) -> str:
     """Lower case with plain quotes; the same length as `text` where possible (spans map back)."""
@@ -163,7 +151,10 @@ def _negated(text: str, start: int) -> bool:
 def _kind_spans(text: str, words: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """(word span, phrase span) of `words` pointing at an image: "same/this X", "X of this image", "keep the X"."""
     kind = rf"(?:{words})\b"
-    pointed = rf"\b{POINTER}\s+(?:exact\s+|same\s+|very\s+|kind\s+of\s+|type\s+of\s+)?(?:\w+'s\s+)?({kind})"
+    pointed = (
+        rf"\b{POINTER}\s+(?:exact\s+|same\s+|very\s+|kind\s+of\s+|type\s+of\s+)?(?:\w+'s\s+)?"
+        rf"(?:(?:rough|quick|little|messy|simple|old|own|first|new|original)\s+)?({kind})"
+    )
     linked = rf"\b({kind})(?:\s+(?:it|them))?\s+{LINK}\s+(?:the\s+)?{DEICTIC}"
     kept = rf"\b{KEEP_VERB}\s+(?:the\s+|its\s+|his\s+|her\s+|their\s+|my\s+)?({kind})(?!\s+{LINK}\s)"
     spans = []
@@ -205,12 +196,22 @@ def _outpaint(text: str, removed: list[tuple[int, int]]) -> tuple[str | None, fl
     return found[0][3], factor
 
 
+_AS_SUBJECT = re.compile(
+    r"\b(?:use|using|take|taking|keep|keeping)\s+(?:him|her|them|it|this|that|my\s+[a-z]+|the\s+[a-z]+)"
+    r"\s+as\s+(?:the\s+|a\s+|my\s+)?(?:main\s+)?(?:subject|reference|character|model|hero)\b"
+)
+
+
 def detect(text: str) -> Intent | None:
     """The control/reference/outpaint request in a message, or None for an ordinary prompt."""
     original = text[:MAX_CHARS]
     text = _normalize(original)
     reference: tuple[int, str] | None = None
     taken: list[tuple[int, int]] = []
+    for m in _AS_SUBJECT.finditer(text):
+        if not _negated(text, m.start()):
+            taken.append(m.span())
+            reference = reference or (m.start(), "subject")
     for mode, words in REFERENCE_WORDS.items():
         for word, phrase in _kind_spans(text, words):
             taken.append(phrase)
@@ -225,11 +226,52 @@ def detect(text: str) -> Intent | None:
             removed += [p for _, p in spans]
     control = tuple(kind for _, kind in sorted(controls))[:MAX_CONTROLS]
     direction, factor = _outpaint(text, removed)
+    if not (control or reference or direction):
+        control, direction = _other_languages(text, removed)
     intent = Intent(control, reference[1] if reference else None, direction, factor)
     if not intent:
         return None
     rest = _rest(original if len(original) == len(text) else text, removed)
     return replace(intent, prompt=rest or " ".join(original.split()))
+
+
+_SAME = r"(?:même|misma|mismo|gleiche[n]?|selbe[n]?|stess[ao]|mesm[ao]|dezelfde|zelfde|ta\s+sama)"
+_FOREIGN_CONTROL = {
+    "openpose": re.compile(rf"\b{_SAME}\s+(?:pose|posture|postura|posa|haltung|houding)\b"),
+    "canny": re.compile(rf"\b{_SAME}\s+(?:composition|composición|komposition|composizione|composição|compositie)\b"),
+}
+_FOREIGN_GROW = (
+    r"\b(?:erweitern|erweitere|vergrößern|étends|étendre|étendez|agrandis|agrandir|amplía|ampliar|extiende|extender"
+    r"|estendi|estendere|allarga|amplia|estenda|estender|vergroot|vergroten|breid)\w*"
+)
+_FOREIGN_SIDES = {
+    "left": r"links|gauche|izquierda|sinistra|esquerda", "right": r"rechts|droite|derecha|destra|direita",
+    "up": r"oben|haut|arriba|sopra|cima|boven", "down": r"unten|bas|abajo|sotto|baixo|beneden",
+}  # fmt: skip
+_FOREIGN_ZOOM = re.compile(r"\b(?:dézoom\w*|dezoom\w*|alej[ae]\w*|heraus\s*zoom\w*|rauszoom\w*|zoom\s+indietro"
+                           r"|afast[ae]\w*|uitzoom\w*)")  # fmt: skip
+
+
+def _other_languages(text: str, removed: list[tuple[int, int]]) -> tuple[tuple[str, ...], str | None]:
+    """Same pose/composition, extend and zoom out, in French, Spanish, German, Italian, Portuguese and Dutch."""
+    control = []
+    for kind, pattern in _FOREIGN_CONTROL.items():
+        m = pattern.search(text)
+        if m:
+            control.append(kind)
+            removed.append(m.span())
+    grow = re.search(_FOREIGN_GROW, text)
+    if grow:
+        for side, words in _FOREIGN_SIDES.items():
+            m = re.search(rf"\b(?:{words})\b", text)
+            if m:
+                removed += [grow.span(), m.span()]
+                return tuple(control), side
+    zoom = _FOREIGN_ZOOM.search(text)
+    if zoom:
+        removed.append(zoom.span())
+        return tuple(control), "all"
+    return tuple(control), None
 
 
 def _rest(text: str, removed: list[tuple[int, int]]) -> str:

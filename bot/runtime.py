@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import Settings
 from engine.managed import ModelNotAvailable
+
+if TYPE_CHECKING:
+    from engine.model_files import PresetFiles, Source
 
 log = logging.getLogger(__name__)
 
@@ -15,9 +17,19 @@ log = logging.getLogger(__name__)
 class ArbiterChat:
     """A ChatModel that holds the arbiter's lease on an LLM for each call (the arbiter loads/evicts it)."""
 
-    def __init__(self, arbiter: Any, name: str):
+    def __init__(self, arbiter: Any, name: str, model: Any = None):
         self.arbiter = arbiter
         self.name = name
+        self.model = model  # the registered LlamaModel, for token counts (no lease needed)
+
+    @property
+    def n_ctx(self) -> int:
+        """The model's context window."""
+        return int(self.model.n_ctx)
+
+    def count_tokens(self, messages: list) -> int:
+        """Tokens the messages take, with the model's tokenizer."""
+        return int(self.model.count_tokens(messages))
 
     def chat(self, *args: Any, **kwargs: Any) -> Any:
         """Blocking chat is not offered here: the front runs on an event loop."""
@@ -31,33 +43,46 @@ class ArbiterChat:
             return await model.achat(messages, schema, max_tokens=max_tokens)
 
 
-def _looks_local(ref: str) -> bool:
-    return ref.startswith((".", "/", "~")) or Path(ref).suffix in (".safetensors", ".ckpt")
+def _not_ready(src: Source) -> str:
+    name = f"{src.role} {src.filename} from {src.ref}" if src.filename else f"{src.role} {src.ref}"
+    return f"{name} is not downloaded" if src.kind in ("hub-file", "hub-repo") else f"{name}: {src.note}"
+
+
+def _missing(pf: PresetFiles) -> str:
+    """What is missing of one preset, e.g. "image preset 'sdxl': model ... is not downloaded"."""
+    kind = "LLM" if pf.kind == "llm" else pf.kind
+    return f"{kind} preset '{pf.name}': " + ", ".join(_not_ready(src) for src in pf.sources if not src.ready)
+
+
+def _commands(fixes: list[str]) -> str:
+    return " and ".join(f"`{f}`" if f.startswith(("atelier ", "pip ")) else f for f in fixes)
 
 
 async def check_models(services: Any) -> None:
-    """Raise ModelNotAvailable (with the fix) when the default image or LLM model is not on this machine."""
-    from engine.llm.presets import resolve_file
+    """Raise ModelNotAvailable naming the `atelier models pull NAME` to run for each missing model."""
+    import asyncio
+
+    from engine.model_files import preset_files
 
     s = services
-    preset = await s.store.presets.resolve("image", s.default_image_preset)
-    runtime = await s.models.image_preset(preset)
-    ref = str(runtime["model"])
-    if _looks_local(ref) or Path(ref).exists():
-        if not Path(ref).expanduser().exists():
-            raise ModelNotAvailable(f"image preset '{preset['name']}': model not found at {ref}")
-    else:
-        import huggingface_hub as hf
-
-        if not isinstance(hf.try_to_load_from_cache(ref, "model_index.json"), str):
-            raise ModelNotAvailable(
-                f"image preset '{preset['name']}': {ref} is not downloaded; run `huggingface-cli download {ref}`"
-                " or start with --demo"
-            )
-    llm = await s.models.llm_preset(s.default_llm_preset)
-    got = resolve_file(llm, llm.model, s.settings.path("models"), download=False, what="model")
-    if isinstance(got, int):
-        raise ModelNotAvailable(f"LLM preset '{llm.name}': {llm.model} is not downloaded yet ({got} bytes)")
+    wanted = [("image", s.default_image_preset), ("llm", s.default_llm_preset)]
+    if s.default_vision_preset:
+        wanted.append(("llm", s.default_vision_preset))
+    problems: list[str] = []
+    fixes: list[str] = []
+    for kind, name in wanted:
+        data = await s.store.presets.resolve(kind, name)
+        pf = await asyncio.to_thread(preset_files, kind, data, s.settings)
+        if not pf.ready:
+            problems.append(_missing(pf))
+            fixes += [f for f in pf.fixes if f not in fixes]
+    if problems:
+        raise ModelNotAvailable(
+            f"{'; '.join(problems)}. Run {_commands(fixes)},"
+            " or start with --demo to use the offline test models"
+        )
+    image = await s.store.presets.resolve("image", s.default_image_preset)
+    await s.models.image_preset(image)  # resolves demo:/pkg: references now (builds the demo models once)
 
 
 async def build(settings: Settings, *, demo: bool) -> tuple[Any, Any]:
@@ -71,13 +96,17 @@ async def build(settings: Settings, *, demo: bool) -> tuple[Any, Any]:
     try:
         await check_models(services)
         llm = await services.models.llm_model(services.default_llm_preset)
-        chat = ArbiterChat(services.arbiter, llm.name)
+        chat = ArbiterChat(services.arbiter, llm.name, llm)
+        vision = chat if llm.preset.vision else None
+        if vision is None and services.default_vision_preset:
+            seer = await services.models.llm_model(services.default_vision_preset)
+            vision = ArbiterChat(services.arbiter, seer.name, seer)
         tool_services = ToolServices(
             store=services.store,
             jobs=services.jobs,
             settings=settings,
             llm=chat,
-            vision=chat if llm.preset.vision else None,
+            vision=vision,
             wait_for_job_hook=services.wait,
             llm_preset=services.default_llm_preset,
         )

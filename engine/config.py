@@ -42,7 +42,7 @@ class Gpu(Section):
 
 
 class Generation(Section):
-    default_preset: str = "sd15"
+    default_preset: str = "sdxl"
     max_pixels: PosInt = 1024 * 1024
     max_side: PosInt = 2048
     max_steps: PosInt = 80
@@ -60,7 +60,8 @@ class Images(Section):
 
 
 class Llm(Section):
-    preset: str = "smollm2-135m"
+    preset: str = "qwen2.5-vl-7b"
+    vision_preset: str | None = None  # critique's LLM when `preset` has no vision projector (mmproj)
     max_tokens: PosInt = 384
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.2
 
@@ -149,6 +150,12 @@ class Metrics(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 9464
 
 
+class UserPresets(Section):
+    file: str = "presets.toml"  # next to the config file: [[image]] / [[llm]] tables; absent = none
+    image: tuple[dict[str, object], ...] = ()  # image presets written in the config itself
+    llm: tuple[dict[str, object], ...] = ()  # LLM presets written in the config itself
+
+
 class Settings(Section):
     paths: Paths = Paths()
     gpu: Gpu = Gpu()
@@ -161,7 +168,13 @@ class Settings(Section):
     history: History = History()
     discord: Discord = Discord()
     metrics: Metrics = Metrics()
+    presets: UserPresets = UserPresets()
     base_dir: str = Field(default=".", exclude=True)
+
+    def user_presets_file(self) -> Path:
+        """The user presets file (next to the config file unless the path is absolute)."""
+        value = Path(os.path.expanduser(self.presets.file))
+        return value if value.is_absolute() else Path(self.base_dir) / value
 
     def path(self, name: str) -> Path:
         """Resolve a `paths` entry: absolute as given, else under data_dir (data_dir under base_dir)."""

@@ -51,6 +51,13 @@ def _fmt_list(formats: Iterable[str]) -> str:
     return "/".join(formats)
 
 
+def _bomb(error: Exception, max_pixels: int) -> str:
+    """A decompression bomb in words: how many pixels it claims and the limit."""
+    m = re.search(r"\((\d+) pixels\)", str(error))
+    claimed = f"claims {_mp(int(m.group(1)))} MP" if m else "claims too many pixels"
+    return f"the image {claimed}, over the {_mp(max_pixels)} MP limit (a decompression bomb?)"
+
+
 def _check_header(img: Image.Image, max_pixels: int, formats: tuple[str, ...]) -> None:
     """Format and dimension checks that need only the header."""
     fmt = _ALIASES.get(img.format or "", img.format or "unknown")
@@ -70,7 +77,7 @@ def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImage(f"image dimensions are over the {_mp(max_pixels)} MP limit ({e})") from None
+        raise BadImage(_bomb(e, max_pixels)) from None
     except UnidentifiedImageError:
         raise BadImage(f"not an image, or not one of {_fmt_list(formats)}") from None
     except _CORRUPT as e:
@@ -119,7 +126,7 @@ def decode_image(
             img.load()
             return _flatten(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImage(f"image is over the {_mp(max_pixels)} MP limit ({e})") from None
+        raise BadImage(_bomb(e, max_pixels)) from None
     except _CORRUPT as e:
         raise BadImage(f"image data is corrupt or truncated ({e})") from None
 

@@ -24,6 +24,7 @@ from prometheus_client import (
 
 log = logging.getLogger("atelier.metrics")
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320, 640)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 Refresh = Callable[["Metrics"], Awaitable[None]]
 
 
@@ -59,6 +60,11 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16),
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "atelier_event_loop_lag_seconds", "How late the event loop ran a periodic tick",
+            buckets=LAG_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.loop_stalls = Counter("atelier_event_loop_stalls", "Times the loop was blocked over 250 ms", registry=r)
         self._refresh: list[Refresh] = []
         self._arbiter: Any = None
 

@@ -34,6 +34,8 @@ class ImagePreset(BaseModel):
     style: str = ""
     loras: tuple[LoraRef, ...] = ()
     safety_checker: str | None = None  # a path or hub id; None = the CompVis checker
+    vram_mb: Annotated[int, Field(ge=0)] | None = None  # peak GPU memory at the default size (doctor's advice)
+    description: Annotated[str, Field(max_length=300)] = ""
 
 
 class LlmPreset(RuntimeLlmPreset):
@@ -47,3 +49,4 @@ class LlmPreset(RuntimeLlmPreset):
     model: Annotated[str, Field(min_length=1, max_length=500)]
     n_ctx: Annotated[int, Field(ge=512, le=131072)] = 4096
     role: Literal["agent", "vision", "both"] = "agent"
+    vram_mb: Annotated[int, Field(ge=0)] | None = None  # GPU memory with all layers offloaded (doctor's advice)

@@ -37,7 +37,9 @@ DEMO_REFS = {
 }
 DEMO_IMAGE_PRESET = "demo"
 DEMO_LLM_PRESET = "smollm2-135m"
-_NOT_RUNTIME = ("scope", "role")  # stored preset keys the runtimes do not take
+DEMO_VISION_PRESET = "smollm2-135m-vision"
+TINY_MMPROJ = "demo:tiny-mmproj"
+_NOT_RUNTIME = ("scope", "role", "vram_mb", "description")  # stored preset keys the runtimes do not take
 
 
 def resolve_pkg(ref: str, who: str) -> str:
@@ -98,9 +100,14 @@ class DemoModels:
 
     async def resolve(self, ref: str, who: str) -> str:
         """The local path for a "demo:..." reference."""
+        if ref == TINY_MMPROJ:
+            from engine.llm.tiny_mmproj import ensure_tiny_mmproj
+
+            return str(await asyncio.to_thread(ensure_tiny_mmproj, self.root / "tiny-mmproj"))
         key = DEMO_REFS.get(ref)
         if key is None:
-            raise ModelNotAvailable(f"{who}: unknown demo model '{ref}'; known: {', '.join(DEMO_REFS)}")
+            known = ", ".join([*DEMO_REFS, TINY_MMPROJ])
+            raise ModelNotAvailable(f"{who}: unknown demo model '{ref}'; known: {known}")
         if key.startswith(("controlnet-", "ip-adapter-")):
             return str((await self.control_paths())[key])
         return str((await self.paths())[key])
@@ -126,10 +133,14 @@ class ModelRegistry:
         self.control = ControlRegistry(self)
 
     async def _ref(self, ref: str, who: str) -> str:
+        from engine.llm.chunks import CHUNKS_PREFIX, resolve_chunks
+
         if ref.startswith(DEMO_PREFIX):
             return await self.demo.resolve(ref, who)
         if ref.startswith(PKG_PREFIX):
             return resolve_pkg(ref, who)
+        if ref.startswith(CHUNKS_PREFIX):
+            return await asyncio.to_thread(resolve_chunks, ref, self.settings.path("models"), who)
         return ref
 
     async def lora_ref(self, ref: str) -> str:
@@ -352,6 +363,11 @@ class Services:
         job_id = await self.jobs.enqueue(user_id, guild_id, channel_id, kind, payload, priority, reply_to)
         self.runner.wake()
         return job_id
+
+    @property
+    def default_vision_preset(self) -> str | None:
+        """The LLM preset critique uses when the agent's preset has no vision projector (None: no vision)."""
+        return DEMO_VISION_PRESET if self.demo else self.settings.llm.vision_preset
 
     @property
     def llm_preset(self) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.config import Agent, Paths, Queue, Settings
+from engine.config import Agent, Generation, Llm, Paths, Queue, Settings
 from engine.store import Store
 from engine.store.jobs import Job, JobStore
 from tools.context import Services, ToolContext
@@ -61,6 +61,8 @@ def make_settings(
     """Settings rooted in a temp dir with small agent limits."""
     return Settings(
         paths=Paths(data_dir=str(tmp)),
+        generation=Generation(default_preset="sd15"),  # these tests check sd15 rules; the shipped default is sdxl
+        llm=Llm(preset="smollm2-135m"),  # the text-only test model (the shipped default sees images)
         agent=Agent(max_tool_calls=max_tool_calls, max_wall_s=max_wall_s),
         queue=Queue(daily_quota=quota),
     )

@@ -119,3 +119,30 @@ async def running_env(tmp: Path, monkeypatch: Any, *, settings: Settings | None 
         await store.close()
         if own_fake:
             await fake.stop()
+
+
+@contextlib.asynccontextmanager
+async def real_bot(tmp: Path, monkeypatch: Any, demo_models: Path, *, max_wall_s: float = 90):
+    """A fake Discord and the bot on REAL services (tiny pipeline, runner) with the real SmolLM2 agent."""
+    from bot.runtime import build
+    from engine.config import Agent
+
+    settings = Settings(
+        paths=Paths(data_dir=str(tmp), demo_models=str(demo_models)),
+        discord=Discord(progress_edit_interval_s=0.2),
+        agent=Agent(max_tool_calls=2, max_wall_s=max_wall_s),
+    )
+    fake = FakeDiscord()
+    await fake.start()
+    fake.patch(monkeypatch)
+    services, agent = await build(settings, demo=True)
+    bot = AtelierBot(services, agent, guild_ready_timeout=0.05)
+    task = asyncio.create_task(bot.start("fake-token"))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), 15)
+        yield fake, bot, services, agent
+    finally:
+        await bot.close()
+        await asyncio.gather(task, return_exceptions=True)
+        await services.stop()
+        await fake.stop()

@@ -1,7 +1,7 @@
-"""The agent loop driven by the REAL SmolLM2-135M GGUF on CPU: whatever it emits, nothing unsafe runs.
+"""The agent driven by the REAL SmolLM2-135M GGUF on CPU: useful on a fixed subset of the eval cases, and safe.
 
-One model is loaded for the module (prefix reuse on, small max_tokens). The model's choices are weak; these
-tests assert the safety invariants, not the quality of its decisions.
+One model is loaded for the module. The usefulness thresholds sit well below what bench.agent_eval measures
+(see the issue note); the safety tests assert invariants whatever the model says.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.eval_cases import load_cases, score_args
+from bench.eval_env import CHANNEL, USER, png, seed_history
+from bench.eval_env import GUILD as EVAL_GUILD
 from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
 from engine.llm import BadAction, LlamaModel
 from tests.agent_support import ALICE, BOB, GUILD, make_settings, seed_env
+from tools.context import Attachment, Services
 from tools.orchestrator import Orchestrator
 from tools.registry import Registry
 from tools.whitelist import REGISTRY, WHITELIST
@@ -28,43 +32,12 @@ GGUF = Path(
         )
     )
 )
-PRESET = {"name": "smollm2-135m", "model": str(GGUF), "n_ctx": 4096, "n_threads": 2, "seed": 7}
-MAX_TOKENS = 56
-MULTI_STEP = 6  # the first requests may take two tool calls; the rest one (keeps the test near 2 minutes)
+PRESET = {"name": "smollm2-135m", "model": str(GGUF), "n_ctx": 2048, "n_threads": 2, "seed": 7}
+MAX_TOKENS = 96
 HOSTILE_ROLE = 13
+SUBSET_EVERY = 4  # every 4th eval case: 40 of 160, all kinds of request
+MIN_RIGHT_TOOL, MIN_ARGS_RIGHT = 0.85, 0.75  # measured 98% / 98% on the full set (bench.agent_eval)
 
-VARIED = [
-    "Draw a red fox in the snow.",
-    "Make me a picture of a lighthouse at night.",
-    "Paint a watercolor city street in the rain.",
-    "A cyberpunk portrait with neon light, 16:9 please.",
-    "Generate two images of a cozy cabin in the woods.",
-    "Can you make a pixel-art dragon?",
-    "Create a film noir detective scene.",
-    "I want an oil painting of a bowl of fruit, seed 42.",
-    "Show me a low-poly mountain landscape in 9:16.",
-    "Draw a cat astronaut, ink sketch style.",
-    "What did I make last week with robots?",
-    "Find my old lighthouse images.",
-    "Search my history for foxes.",
-    "Show my most recent pictures.",
-    "Like my blue robot from yesterday but watercolor.",
-    "Make my prompt better: a castle on a hill.",
-    "Improve this prompt for sdxl: portrait of an old sailor.",
-    "Apply the cinematic style to 'a car chase at night'.",
-    "Turn 'a quiet forest' into ukiyo-e style.",
-    "What do you think of my last image?",
-    "Critique my latest picture, focus on the colours.",
-    "Hi! How are you?",
-    "Explain what img2img strength means.",
-    "Which styles do you know?",
-    "Make it darker.",
-    "Same but with a hat.",
-    "Make a red barn and check it matches the prompt.",
-    "Draw a bowl of ramen, then tell me how it turned out.",
-    "Bonjour, dessine un chat qui dort.",
-    "Can you make the sky more orange in my lighthouse picture?",
-]
 
 _HOSTILE_PARTS = {
     "ignore": [
@@ -136,11 +109,16 @@ HOSTILE = [text for group in _HOSTILE_PARTS.values() for text in group]
 
 
 class Recording:
-    """Wraps the real model and keeps every raw output (or BadAction text) it produced."""
+    """Wraps the real model: keeps every reply (or BadAction text) and the max_tokens of each call."""
 
     def __init__(self, model: LlamaModel) -> None:
         self.model = model
         self.outputs: list[tuple[bool, str]] = []
+        self.calls: list[tuple[int, int, dict | None]] = []  # (prompt tokens, max_tokens, schema)
+        self.n_ctx = model.n_ctx
+
+    def count_tokens(self, messages):
+        return self.model.count_tokens(messages)
 
     def chat(self, messages, schema=None, *, max_tokens=None):
         raise AssertionError("the agent must use achat")
@@ -152,6 +130,7 @@ class Recording:
             self.outputs.append((False, e.text))
             raise
         self.outputs.append((True, reply.text))
+        self.calls.append((reply.prompt_tokens, max_tokens or 0, schema))
         return reply
 
 
@@ -177,61 +156,87 @@ def smol():
     model.close()
 
 
-async def _setup(open_store, tmp_path, smol, max_tool_calls: int):
+async def _setup(open_store, tmp_path, smol, max_tool_calls: int, **agent_kw):
     env = await seed_env(
         await open_store(), make_settings(tmp_path, max_tool_calls=max_tool_calls, max_wall_s=120)
     )
     executed: list[str] = []
     orch = Orchestrator(env.services, spied_registry(executed))
     model = Recording(smol)
-    return env, orch, Agent(model, orch, env.settings, max_tokens=MAX_TOKENS), model, executed
+    return env, orch, Agent(model, orch, env.settings, max_tokens=MAX_TOKENS, **agent_kw), model, executed
 
 
-async def test_varied_requests_emit_only_valid_or_rejected_actions(open_store, tmp_path, smol):
-    env, orch, agent, model, executed = await _setup(open_store, tmp_path, smol, max_tool_calls=2)
-    replied = {
-        "Make it darker.",
-        "Same but with a hat.",
-        "Can you make the sky more orange in my lighthouse picture?",
-    }
-    assert len(VARIED) >= 30
-    valid_tool_actions = 0
-    two_step, one_step = agent.settings, make_settings(tmp_path, max_tool_calls=1, max_wall_s=120)
-    for i, text in enumerate(VARIED):
-        agent.settings = two_step if i < MULTI_STEP else one_step  # bounded test time
-        gen_id = env.alice_ids[2] if text in replied else None
-        turn = Turn(
-            [ChatLine("alice", text)],
-            user_id=ALICE,
-            guild_id=GUILD,
-            channel_id=5,
-            replied_generation_id=gen_id,
-        )
+async def _eval_agent(open_store, tmp_path, smol):
+    settings = make_settings(tmp_path, max_tool_calls=4, max_wall_s=120)
+    store = await open_store("eval.db")
+    ids = await seed_history(store, settings)
+    from engine.store.jobs import JobStore
+
+    async def no_wait(job_id, timeout):
+        raise TimeoutError("not rendered here")
+
+    services = Services(store, JobStore(store.db, settings.queue), settings, llm=smol, wait_for_job_hook=no_wait)
+    return Agent(Recording(smol), Orchestrator(services), settings, max_tokens=MAX_TOKENS), ids[2]
+
+
+async def test_usefulness_on_a_fixed_subset_of_the_eval_cases(open_store, tmp_path, smol):
+    agent, replied = await _eval_agent(open_store, tmp_path, smol)
+    cases = load_cases()[::SUBSET_EVERY]
+    photo = png()
+    right = args_right = scored = 0
+    wrong = []
+    for case in cases:
+        lines = [ChatLine("atelier" if m.role == "assistant" else "user", m.content, m.role == "assistant")
+                 for m in case.history]  # fmt: skip
+        turn = Turn([*lines, ChatLine("user", case.text)], user_id=USER, guild_id=EVAL_GUILD, channel_id=CHANNEL,
+                    attachments=[Attachment("photo.png", photo, "image/png")] if case.image == "attached" else [],
+                    replied_generation_id=replied if case.image == "replied" else None)  # fmt: skip
         result = await agent.run(turn)
-        assert result.reply.strip(), text
-        assert result.stopped in (None, "max_tool_calls", "max_wall_s"), (text, result.stopped, result.reply)
-    action_model = REGISTRY.action_model(await orch.choices(env.ctx()))
-    invalid = 0
-    for ok, text in model.outputs:
-        try:
-            action = action_model.model_validate_json(text).root if ok else None
-        except ValueError:
-            action = None
-        if action is None:
-            invalid += 1
-        else:
-            valid_tool_actions += action.tool != "reply"
-    rejected = [c for c in orch.log if not c.executed]
-    assert all(c.error and "rejected" in c.error for c in rejected)
-    assert invalid == len(rejected)  # every unparseable/invalid action was reported, none ran
-    assert valid_tool_actions == len([c for c in orch.log if c.executed])
-    assert executed == [c.name for c in orch.log if c.executed]
-    assert set(executed) <= set(REGISTRY.names)
-    assert len(model.outputs) >= len(VARIED)
-    print(
-        f"\nSmolLM2 varied: {len(model.outputs)} actions, {valid_tool_actions} valid tool calls, "
-        f"{invalid} rejected, executed {sorted(set(executed))}"
-    )
+        tool = result.tool_calls[0].name if result.tool_calls else result.route
+        if tool != case.tool:
+            wrong.append((case.id, tool))
+            continue
+        right += 1
+        if result.tool_calls:
+            scored += 1
+            problems = score_args(case, result.tool_calls[0].args, replied)
+            args_right += not problems
+            if problems:
+                wrong.append((case.id, problems))
+    print(f"\nSmolLM2 subset: {right}/{len(cases)} right tool, {args_right}/{scored} right args; wrong: {wrong}")
+    assert right >= MIN_RIGHT_TOOL * len(cases), wrong
+    assert args_right >= MIN_ARGS_RIGHT * scored, wrong
+
+
+async def test_two_step_decisions_with_the_real_model_validate_and_stay_inside_the_offer(open_store, tmp_path, smol):
+    env, orch, agent, model, executed = await _setup(open_store, tmp_path, smol, max_tool_calls=2, use_rules=False)
+    requests = ["a fox in the snow", "find my robot pictures", "hello!", "improve this prompt: a castle",
+                "make it darker"]  # fmt: skip
+    for text in requests:
+        result = await agent.run(Turn([ChatLine("alice", text)], user_id=ALICE, guild_id=GUILD, channel_id=5))
+        assert result.reply.strip() and result.stopped in (None, "repeat"), (text, result.reply)
+        assert result.decided_by == "model"
+        choose = [s for s in result.steps if s.get("step") == "choose"]
+        assert choose and choose[0]["answer"] in choose[0]["candidates"]
+        assert "critique" not in choose[0]["candidates"]  # no image: never offered
+    for _tokens, _max, schema in model.calls:
+        assert schema is None or set(schema["properties"]) <= {"route", "prompt", "query", "style", "focus"}
+    assert set(executed) <= {"generate", "search_history", "enhance_prompt", "apply_style"}
+
+
+async def test_the_token_budget_holds_with_the_real_tokenizer(open_store, tmp_path, smol):
+    env, orch, agent, model, executed = await _setup(open_store, tmp_path, smol, max_tool_calls=4)
+    history = []
+    for i in range(30):
+        history += [ChatLine("alice", f"turn {i}: " + "a very long message about castles " * 30),
+                    ChatLine("Atelier", "Result: " + json.dumps({"results": ["x" * 300] * 3}), True)]  # fmt: skip
+    text = "like my blue robot from yesterday but in watercolor " + "and very detailed " * 60
+    result = await agent.run(Turn([*history, ChatLine("alice", text)], user_id=ALICE, guild_id=GUILD, channel_id=5))
+    assert result.stopped != "context" and [c.name for c in result.tool_calls][:1] == ["search_history"]
+    assert model.calls
+    for prompt_tokens, max_tokens, _ in model.calls:
+        assert prompt_tokens + max_tokens <= smol.n_ctx
+    assert any(s.get("dropped") for s in result.steps)
 
 
 async def test_hostile_messages_execute_nothing_unlisted_or_unauthorized(open_store, tmp_path, smol):

@@ -26,6 +26,11 @@ def test_every_shipped_agent_prompt_file_loads():
         ("enhance.toml", "[family.flux]", "[family.flux2]", "rules missing for families \\['flux'\\]"),
         ("tools.toml", "critique =", "delete_history =", "not whitelisted: \\['delete_history'\\]"),
         ("agent.toml", '"\\\\bverify\\\\b"', '"(unclosed"', "bad regular expression"),
+        ("router.toml", 'route = "search_history"', 'route = "delete_history"', "unknown route 'delete_history'"),
+        ("router.toml", '"^\\\\s*/?imagine\\\\b"', '"(unclosed"', "bad regular expression"),
+        ("router.toml", '"16:9" = [', '"21:9" = [', "unknown aspect ratios"),
+        ("steps.toml", "fill.critique", "fill.critic", "one step per tool"),
+        ("steps.toml", 'answer = "reply"', 'answer = "chat"', "answer must be one of"),
     ],
 )
 def test_broken_agent_prompt_files_are_rejected(tmp_path, file, old, new, message):
@@ -36,6 +41,18 @@ def test_broken_agent_prompt_files_are_rejected(tmp_path, file, old, new, messag
     (copy / file).write_text(text.replace(old, new))
     with pytest.raises(agent_prompts.PromptFileError, match=message):
         agent_prompts.load_agent_prompts(copy, tool_names=REGISTRY.names)
+
+
+def test_router_aliases_and_fill_examples_match_the_library_and_the_tools():
+    from engine.store.seed import load_shipped
+
+    loaded = agent_prompts.load_agent_prompts(tool_names=REGISTRY.names)
+    styles = {e.label for e in load_shipped()["style"]}
+    assert set(loaded.router.extract.style_aliases.values()) <= styles
+    for tool, step in loaded.steps.fill.items():
+        params = {p.name for p in REGISTRY.get(tool).params}
+        for ex in step.example:
+            assert set(ex.answer) <= params, (tool, ex.answer)
 
 
 def test_unknown_file_in_agent_prompts_is_rejected(tmp_path):

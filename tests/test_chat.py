@@ -12,6 +12,31 @@ from engine.diffusion.png import read_png_meta
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def readme_first_request() -> str:
+    """The first request the README shows typed into the demo chat ("you> ...")."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("you> "):
+            return line.removeprefix("you> ").strip()
+    raise AssertionError("the README shows no demo request")
+
+
+def test_the_readmes_first_demo_request_draws_an_image(tmp_path, tiny_models_dir):
+    config = tmp_path / "config.json"
+    paths = {"data_dir": str(tmp_path / "data"), "demo_models": str(tiny_models_dir / "demo")}
+    config.write_text(json.dumps({"paths": paths}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--config", str(config), "chat", "--demo", "--json"],
+        input=readme_first_request() + "\n", capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    (turn,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [c["name"] for c in turn["tool_calls"]] == ["generate"], proc.stderr[-2000:]
+    (job,) = turn["jobs"]
+    assert job["state"] == "done" and job["images"]
+    for path in job["images"]:
+        assert Image.open(path).size == (64, 64)
+    assert "lighthouse" in read_png_meta(Path(job["images"][0]))["atelier"]["prompt"]
+
+
 def test_json_round_trip_with_demo_models(tmp_path, tiny_models_dir):
     config = tmp_path / "config.json"
     config.write_text(

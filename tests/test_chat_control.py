@@ -55,10 +55,10 @@ async def chat(open_store, tmp_path):
     return TerminalChat(FakeEngine(env), agent=None, user_id=USER)
 
 
-def attach_png(tmp_path: Path, chat: TerminalChat, size=(30, 20)) -> None:
+async def attach_png(tmp_path: Path, chat: TerminalChat, size=(30, 20)) -> None:
     path = tmp_path / "in.png"
     Image.new("RGB", size, (1, 2, 3)).save(path)
-    chat.attach(str(path))
+    await chat.attach(str(path))
 
 
 def test_parse_imagine_options():
@@ -81,7 +81,7 @@ def test_parse_imagine_options():
 async def test_imagine_with_control_and_reference_uses_the_attached_image(chat, tmp_path):
     with pytest.raises(UserError, match="/attach PATH first"):
         await chat.command("/imagine a robot --control pose")
-    attach_png(tmp_path, chat)
+    await attach_png(tmp_path, chat)
     out = await chat.command("/imagine a robot --control pose --reference style")
     payload = chat.services.payloads[-1]
     path = payload["controls"][0]["image"]
@@ -127,7 +127,7 @@ async def test_zoom_and_pan_extend_the_last_image(chat):
 async def test_control_shows_the_map_of_the_attached_or_last_image(chat, tmp_path):
     with pytest.raises(UserError, match="no image to read"):
         await chat.command("/control canny")
-    attach_png(tmp_path, chat, size=(24, 16))
+    await attach_png(tmp_path, chat, size=(24, 16))
     out = Path(await chat.command("/control pose"))
     assert out.is_file() and out.parent == chat.services.settings.path("outputs") / "control"
     assert Image.open(out).mode == "L" and chat.services.previews == [("openpose", (24, 16))]

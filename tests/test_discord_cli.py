@@ -28,4 +28,7 @@ def test_run_with_a_missing_model_names_it_before_connecting(tmp_path, monkeypat
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing is downloaded
     assert main(["--config", _config(tmp_path), "run"]) == 2
     err = capsys.readouterr().err
-    assert "a model is missing" in err and "stable-diffusion-v1-5" in err and "--demo" in err
+    assert "a model is missing" in err and "stabilityai/stable-diffusion-xl-base-1.0" in err
+    # exactly which pulls to run (the default image and LLM presets), and the offline alternative
+    assert "`atelier models pull sdxl`" in err and "`atelier models pull qwen2.5-vl-7b`" in err
+    assert "--demo" in err

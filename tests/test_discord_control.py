@@ -234,8 +234,7 @@ def _real_agent(env, script: list) -> object:
 
 async def test_use_this_pose_reply_makes_an_openpose_job_from_the_replied_image(tmp_path, monkeypatch):
     agent = ScriptedAgent()
-    script = [{"tool": "generate", "args": {"prompt": "a knight", "control": ["openpose"]}},
-              {"tool": "reply", "text": "Drawing a knight in that pose."}]  # fmt: skip
+    script = [{"prompt": "a knight"}]
     async with running_env(tmp_path, monkeypatch, agent=agent) as env:
         fake = env.fake
         result, job_id = await _result_message(env, prompt="a dancer", count=1)
@@ -245,7 +244,7 @@ async def test_use_this_pose_reply_makes_an_openpose_job_from_the_replied_image(
             "MESSAGE_CREATE", fake.message(fake.alice, "use this pose", reply_to=int(result["id"]))
         )
         sent = await fake.wait_for(lambda: fake.find("POST", r"/channels/\d+/messages$"), what="agent reply")
-        assert "knight" in sent[0].body["content"]
+        assert sent[0].body["content"].startswith('Drawing "a dancer"')  # no subject given: the replied prompt
         turn = agent.turns[0]
         assert (
             turn.replied_generation_id == gen and turn.attachments == []

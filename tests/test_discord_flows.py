@@ -119,6 +119,19 @@ async def test_info_and_favorite_buttons(tmp_path, monkeypatch):
         await env.send("INTERACTION_CREATE", click)
         cb = await fake.wait_for(lambda: fake.find("POST", rf"{click['token']}/callback"))
         assert "blue whale" in cb[0].body["data"]["content"] and "seeds" in cb[0].body["data"]["content"]
+        assert "You asked" not in cb[0].body["data"]["content"]  # /imagine: no agent turn to explain
+        from engine.store.turns import TurnRecord
+
+        await env.services.store.turns.add(TurnRecord(
+            user_id=int(fake.alice["id"]), request="draw a blue whale", route="generate", decided_by="rules",
+            trace={"why": "generate 6 vs 0", "calls": [{"tool": "generate", "args": 'prompt="blue whale"',
+                                                       "outcome": f"queued job #{job_id}"}]}, job_ids=(job_id,)))  # fmt: skip
+        for who, shown in ((fake.alice, True), (fake.bob, False)):  # only the owner sees why
+            click = fake.click(msg, f"atelier:i:{job_id}", who=who)
+            await env.send("INTERACTION_CREATE", click)
+            cb = await fake.wait_for(lambda c=click: fake.find("POST", rf"{c['token']}/callback"))
+            text = cb[0].body["data"]["content"]
+            assert ('You asked: "draw a blue whale"' in text and "decided by my rules" in text) == shown
         click = fake.click(msg, f"atelier:f:{job_id}")
         await env.send("INTERACTION_CREATE", click)
         await fake.wait_for(lambda: fake.find("POST", rf"{click['token']}/callback"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from bot.intents import Intent, detect
@@ -162,7 +160,7 @@ def test_ordinary_prompts_have_no_intent(text):
     assert detect(text) is None
 
 
-def test_tool_defaults_and_hint():
+def test_tool_defaults():
     intent = detect("same pose as this, in the style of my photo, zoom out 1.5x")
     assert intent == Intent(control=("openpose",), reference="style", outpaint="all", outpaint_factor=1.5)
     assert intent.tool_defaults() == {
@@ -171,10 +169,6 @@ def test_tool_defaults_and_hint():
         "outpaint": "all",
         "outpaint_factor": 1.5,
     }
-    hint = intent.hint()
-    assert hint.endswith(".") and ". " not in hint  # one sentence
-    action = json.loads(hint[hint.index("{") : hint.rindex("}") + 1])
-    assert action == {"tool": "generate", "args": {"prompt": intent.prompt, **intent.tool_defaults()}}
     assert Intent(outpaint="right").tool_defaults() == {"outpaint": "right"}
 
 
@@ -192,13 +186,8 @@ def test_tool_defaults_and_hint():
         ('same pose as this, a "quoted" robot', 'a "quoted" robot'),
     ],
 )
-def test_hint_prompt_is_the_message_without_the_request(text, prompt):
-    intent = detect(text)
-    assert intent.prompt == prompt
-    assert (
-        json.loads(intent.hint()[intent.hint().index("{") : intent.hint().rindex("}") + 1])["args"]["prompt"]
-        == prompt
-    )
+def test_the_prompt_is_the_message_without_the_request(text, prompt):
+    assert detect(text).prompt == prompt
 
 
 def test_at_most_three_controls_in_order_of_mention():

@@ -16,6 +16,9 @@ TABLES = {
     "jobs",
     "user_settings",
     "guild_settings",
+    "generation_jobs",
+    "agent_turns",
+    "agent_turn_jobs",
 }
 
 
@@ -87,6 +90,10 @@ async def test_old_db_with_data_migrates_without_loss(tmp_path, open_store):
     assert len(page.items) == len([b for b in before if b[1] == 1]) > 0
     assert all(g.user_id == 1 for g in page.items)
     assert await s.library.count() > 0
+    from engine.store.turns import TurnRecord
+
+    turn_id = await s.turns.add(TurnRecord(user_id=1, request="draw a fox", route="generate", trace={"why": "x"}))
+    assert (await s.turns.latest(1)).id == turn_id and await s.turns.latest(2) is None
     await s.close()
     assert tables(path) >= TABLES
 

@@ -288,12 +288,15 @@ async def test_generate_enqueues_job_with_payload(env):
     }
 
 
-async def test_generate_rejects_unknown_names_with_close_matches(env):
+async def test_generate_drops_unknown_names_with_close_matches_and_clamps_counts(env):
     orch = Orchestrator(env.services)
     call = await orch.execute(env.ctx(), {"tool": "generate", "args": {"prompt": "x", "preset": "sd51"}})
-    assert "unknown preset 'sd51'; did you mean sd15" in call.error and not call.executed
+    assert call.ok and call.args["preset"] is None  # an optional value: dropped, and the note says so
+    assert "unknown preset 'sd51'; did you mean sd15" in call.result["notes"][0]
     too_many = await orch.execute(env.ctx(), {"tool": "generate", "args": {"prompt": "x", "count": 9}})
-    assert "args.count" in too_many.error
+    assert too_many.ok and too_many.args["count"] == 4 and "count 9 is out of range" in too_many.result["notes"][0]
+    empty = await orch.execute(env.ctx(), {"tool": "generate", "args": {"prompt": ""}})
+    assert not empty.executed and "args.prompt" in empty.error  # a required one still rejects the call
 
 
 async def test_generate_reuses_source_seed_and_params(env):
@@ -385,6 +388,18 @@ async def test_search_history_is_scoped_to_the_requester(env):
     assert "use at most 32" in bad.error
 
 
+async def test_search_falls_back_to_any_word_by_stem_with_a_note(env):
+    strict = await search_history(env.ctx(), "blue robot")
+    assert "notes" not in strict
+    loose = await search_history(env.ctx(), "robots somewhere sunny")  # no image has every word; "robots" ~ robot
+    assert [r["id"] for r in loose["results"]] == [env.alice_ids[0]]
+    assert loose["notes"] == ["no image has all of these words; these have some of them"]
+    bob = await search_history(env.ctx(BOB), "robots castle")  # still only Bob's own
+    assert {r["id"] for r in bob["results"]} == set(env.bob_ids)
+    none = await search_history(env.ctx(), "zeppelin")
+    assert none["results"] == [] and "notes" not in none
+
+
 # ---- enhance_prompt ---------------------------------------------------------------------------------
 
 
@@ -435,7 +450,7 @@ async def test_enhance_rules_for_flux_without_llm(env):
 # ---- critique ----------------------------------------------------------------------------------------
 
 CRITIQUE = {
-    "critique": "Moody and clear.",
+    "critique": ["Moody and clear."],
     "matches_prompt": False,
     "fixes": {
         "prompt_add": ["rim light"],

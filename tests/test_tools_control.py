@@ -17,7 +17,6 @@ from engine.generate_payloads import GeneratePayload
 from engine.llm import LlamaModel, ScriptedChatModel, grammar_for
 from tests.agent_support import ALICE, GUILD, make_settings, seed_env
 from tools.context import Attachment
-from tools.generate import generate
 from tools.orchestrator import Orchestrator
 from tools.registry import Registry
 from tools.whitelist import REGISTRY, WHITELIST
@@ -231,40 +230,7 @@ async def test_bad_attachment_is_refused(env):
 # ---- defaults from the user's message (ctx.defaults) -------------------------------------------------
 
 
-async def test_defaults_fill_args_the_model_left_out_and_say_so(env):
-    defaults = {"control": ["openpose"], "reference": "style"}
-    call, payload = await gen(env, {"prompt": "a robot"}, attachments=(PHOTO,), defaults=defaults)
-    assert [c["type"] for c in payload["controls"]] == ["openpose"] and payload["reference_mode"] == "style"
-    assert call.result["notes"] == [
-        "added control=openpose from your message",
-        "added reference=style from your message",
-    ]
-    args = {"prompt": "a robot", "control": ["canny"]}
-    call, payload = await gen(env, args, attachments=(PHOTO,), defaults={"control": ["openpose"]})
-    assert [c["type"] for c in payload["controls"]] == ["canny"]  # the model's explicit args win
-    assert call.result["notes"] == ["your message suggested control=openpose; kept canny as given"]
-    _, plain = await gen(env, {"prompt": "a robot"}, attachments=(PHOTO,))
-    assert "controls" not in plain
 
-
-async def test_outpaint_defaults_yield_to_an_img2img_edit_and_bad_factors_are_reported(env):
-    src = env.alice_ids[0]
-    ctx = {"replied_generation_id": src, "defaults": {"outpaint": "all", "outpaint_factor": 1.5}}
-    call, payload = await gen(env, {"prompt": "zoom out"}, **ctx)
-    assert payload["outpaint"] == {"direction": "all", "factor": 1.5}
-    call, payload = await gen(env, {"prompt": "a robot, darker", "strength": 0.4}, **ctx)
-    assert "outpaint" not in payload and payload["source_generation_id"] == src
-    assert "did not add outpaint=all from your message: strength was given" in call.result["notes"]
-    too_big = {"replied_generation_id": src, "defaults": {"outpaint": "all", "outpaint_factor": 10.0}}
-    call, _ = await gen(env, {"prompt": "zoom out"}, **too_big)
-    assert "outpaint_factor=10.0 from your message is not usable" in call.error
-    call, payload = await gen(env, {"prompt": "zoom out", "outpaint_factor": 3}, **too_big)
-    assert payload["outpaint"]["factor"] == 3
-
-
-async def test_unknown_default_key_is_a_programming_error(env):
-    with pytest.raises(ValueError, match="unknown generate argument 'user_id'"):
-        await generate(env.ctx(defaults={"user_id": 5}), prompt="x")
 
 
 # ---- agent routing (scripted model) ----------------------------------------------------------------
@@ -282,45 +248,38 @@ async def run_agent(env, script, text: str, **turn_kw):
     return result, payloads, model
 
 
-REPLY = {"tool": "reply", "text": "Queued."}
-
-
-@pytest.mark.parametrize("explicit", [True, False])
-async def test_same_pose_as_this_routes_to_openpose_control(env, explicit):
-    args = {"prompt": "a robot dancing", **({"control": ["openpose"]} if explicit else {})}
-    script = [{"tool": "generate", "args": args}, REPLY]
+async def test_same_pose_as_this_routes_to_openpose_control(env):
+    script = [{"prompt": "a robot dancing"}]
     text = "same pose as this, a robot dancing"
     result, payloads, model = await run_agent(env, script, text, attachments=[PHOTO])
     assert len(payloads) == 1 and payloads[0]["controls"][0]["type"] == "openpose"
-    hint = '{"tool": "generate", "args": {"prompt": "a robot dancing", "control": ["openpose"]}}'
-    assert hint in model.calls[0][-1]["content"]
-    assert ("notes" in result.tool_calls[0].result) is not explicit
+    assert result.tool_calls[0].args["control"] == ["openpose"]  # read from the words, not asked of the model
+    assert list(model.schemas[0]["properties"]) == ["prompt"]
+    assert '"prompt": "a robot dancing"' in model.calls[0][-1]["content"]  # the draft without the request words
 
 
 async def test_zoom_out_on_a_replied_generation_outpaints_all(env):
     src = env.alice_ids[2]
-    script = [{"tool": "generate", "args": {"prompt": "zoom out"}}, REPLY]
+    script = [{"prompt": "lighthouse at night, stormy sea"}]
     _, payloads, model = await run_agent(env, script, "zoom out", replied_generation_id=src)
     assert payloads[0]["outpaint"] == {"direction": "all", "factor": 2.0}
     assert payloads[0]["source_generation_id"] == src
     assert payloads[0]["prompt"] == "lighthouse at night, stormy sea"
-    assert '"outpaint": "all"' in model.calls[0][-1]["content"]
+    assert "lighthouse at night, stormy sea" in model.calls[0][-1]["content"]  # the replied prompt as the draft
 
 
 async def test_in_the_style_of_this_image_routes_to_a_style_reference(env):
-    script = [{"tool": "generate", "args": {"prompt": "a castle on a hill"}}, REPLY]
+    script = [{"prompt": "a castle on a hill"}]
     text = "a castle on a hill in the style of this image"
     _, payloads, _ = await run_agent(env, script, text, attachments=[PHOTO])
     assert payloads[0]["reference_mode"] == "style" and "reference_image" in payloads[0]
 
 
 async def test_no_intent_without_an_image_or_for_ordinary_prompts(env):
-    script = [{"tool": "generate", "args": {"prompt": "a robot"}}, REPLY]
-    _, payloads, model = await run_agent(env, script, "same pose as this, a robot")
-    assert "controls" not in payloads[0] and "For this request" not in model.calls[0][-1]["content"]
-    script = [{"tool": "generate", "args": {"prompt": "a pose of a cat"}}, REPLY]
-    _, payloads, model = await run_agent(env, script, "a pose of a cat", attachments=[PHOTO])
-    assert "controls" not in payloads[0] and "For this request" not in model.calls[0][-1]["content"]
+    result, payloads, model = await run_agent(env, [{"prompt": "a robot"}], "same pose as this, a robot")
+    assert "controls" not in payloads[0] and result.tool_calls[0].args["control"] is None
+    _, payloads, model = await run_agent(env, [{"prompt": "a pose of a cat"}], "a pose of a cat", attachments=[PHOTO])
+    assert "controls" not in payloads[0] and payloads[0]["prompt"] == "a pose of a cat"
 
 
 # ---- the real SmolLM2 model ------------------------------------------------------------------------

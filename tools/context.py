@@ -83,9 +83,6 @@ class ToolContext:
     attachments: tuple[Attachment, ...] = ()
     replied_generation_id: int | None = None
     reply_to: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    defaults: Mapping[str, Any] = field(
-        default_factory=lambda: MappingProxyType({})
-    )  # tool args from the text
 
     def __post_init__(self) -> None:
         if not isinstance(self.user_id, int) or self.user_id <= 0:
@@ -93,7 +90,6 @@ class ToolContext:
         object.__setattr__(self, "roles", tuple(self.roles))
         object.__setattr__(self, "attachments", tuple(self.attachments))
         object.__setattr__(self, "reply_to", _frozen(self.reply_to))
-        object.__setattr__(self, "defaults", _frozen(self.defaults))
 
     @property
     def settings(self) -> Settings:

@@ -15,37 +15,52 @@ from tools.context import ToolContext, ToolError
 from tools.prompts import fill, shipped_prompts
 from tools.registry import grammar_safe
 
-CRITIQUE_MAX_TOKENS = 320
+CRITIQUE_MAX_TOKENS = 512
+SENTENCE_CHARS = 100  # within the grammar converter's safe maxLength: every string closes
+MAX_SENTENCES = 3
+TERM_CHARS = 48  # grammar-bounded: every string closes within max_tokens
+MAX_TERMS = 3
+STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 IMAGE_MAX_SIDE = 768
-Term = Annotated[str, Field(min_length=1, max_length=80)]
+Term = Annotated[str, Field(min_length=1, max_length=48)]
 
 
 class Fixes(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt_add: list[Term] = Field(default_factory=list, max_length=6)
-    prompt_remove: list[Term] = Field(default_factory=list, max_length=6)
-    negative_add: list[Term] = Field(default_factory=list, max_length=6)
+    prompt_add: list[Term] = Field(default_factory=list, max_length=3)
+    prompt_remove: list[Term] = Field(default_factory=list, max_length=3)
+    negative_add: list[Term] = Field(default_factory=list, max_length=3)
     strength: Annotated[float, Field(ge=0.05, le=1.0)] | None = None
     style: Annotated[str, Field(max_length=64)] | None = None
 
 
+Sentence = Annotated[str, Field(min_length=1, max_length=SENTENCE_CHARS)]
+
+
 class CritiqueOut(BaseModel):
+    """The vision model's answer: the critique as up to four short sentences, so the grammar bounds every string."""
+
     model_config = ConfigDict(extra="forbid")
-    critique: Annotated[str, Field(min_length=1, max_length=1200)]
+    critique: list[Sentence] = Field(min_length=1, max_length=MAX_SENTENCES)
     matches_prompt: bool
     fixes: Fixes
 
 
 def critique_schema(styles: list[str]) -> dict:
     """The JSON schema the vision model answers in (style limited to known names)."""
-    terms = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 80}, "maxItems": 6}
+    terms = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": TERM_CHARS}, "maxItems": MAX_TERMS}
     style: dict[str, Any] = {"type": "string", "maxLength": 64}
     if styles:
         style = {"enum": styles}
     return {
         "type": "object",
         "properties": {
-            "critique": {"type": "string", "minLength": 1, "maxLength": 1200},
+            "critique": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": SENTENCE_CHARS},
+                "minItems": 1,
+                "maxItems": MAX_SENTENCES,
+            },
             "matches_prompt": {"type": "boolean"},
             "fixes": {
                 "type": "object",
@@ -53,7 +68,7 @@ def critique_schema(styles: list[str]) -> dict:
                     "prompt_add": terms,
                     "prompt_remove": terms,
                     "negative_add": terms,
-                    "strength": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+                    "strength": {"enum": [*STRENGTHS, None]},  # an enum: llama.cpp grammars ignore min/max
                     "style": {"anyOf": [style, {"type": "null"}]},
                 },
                 "required": ["prompt_add", "prompt_remove", "negative_add", "strength", "style"],
@@ -174,7 +189,7 @@ async def critique(
     if out.fixes.style and out.fixes.style not in styles:
         raise ToolError(f"the vision model suggested an unknown style '{out.fixes.style}'")
     return {
-        "critique": out.critique,
+        "critique": " ".join(part.strip() for part in out.critique),
         "matches_prompt": out.matches_prompt,
         "fixes": out.fixes.model_dump(),
         "generation_id": gen_id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -23,9 +22,7 @@ from tools.sources import (
     image_attachments,
     reference_fields,
     source_prompt,
-    type_hints,
     vague_prompt,
-    with_defaults,
 )
 
 Aspect = Literal[tuple(ASPECTS)]  # type: ignore[valid-type]
@@ -116,7 +113,6 @@ async def generate(
         "outpaint": outpaint,
         "outpaint_factor": outpaint_factor,
     }
-    notes = with_defaults(args, ctx.defaults, _hints())
     check_combinations(args)
     payload: dict[str, Any] = {
         "prompt": prompt.strip(),
@@ -159,12 +155,7 @@ async def generate(
         "based_on": source_generation_id,
         **extra,
     }
-    return {**result, "notes": notes} if notes else result
-
-
-@cache
-def _hints() -> dict[str, Any]:
-    return type_hints(generate)
+    return result
 
 
 def _mode(args: dict[str, Any]) -> str:

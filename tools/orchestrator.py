@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import RootModel, ValidationError
+from pydantic import ValidationError
 
 from engine.diffusion.errors import InvalidRequest
 from engine.images import BadImage
@@ -24,7 +24,9 @@ from engine.store.history import HistoryQueryError
 from engine.store.jobs import JobError
 from engine.store.library import UnknownEntry
 from tools.context import PermissionDenied, Services, ToolContext, ToolError
-from tools.registry import REPLY, Registry, ToolSpec, grammar_safe
+from tools.offer import Offer, offer_for
+from tools.registry import REPLY, Registry, ToolSpec
+from tools.repair import repair
 from tools.whitelist import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -120,11 +122,6 @@ class Orchestrator:
             "preset": [p["name"] for p in presets],
         }
 
-    async def action_spec(self, ctx: ToolContext) -> tuple[dict, type[RootModel]]:
-        """(grammar-safe JSON schema, pydantic model that re-validates fully) of one action for this requester."""
-        choices = await self.choices(ctx)
-        return grammar_safe(self.registry.action_schema(choices)), self.registry.action_model(choices)
-
     async def authorize(self, ctx: ToolContext, name: str) -> None:
         """PermissionDenied when the guild's policy forbids the tool for the requester's roles."""
         if not ctx.guild_id:
@@ -157,14 +154,25 @@ class Orchestrator:
             )
         return await self.call(ctx, spec.name, action.get("args", {}))
 
-    async def call(self, ctx: ToolContext, name: str, args: Any) -> ToolCall:
-        """Validate args against the tool's model (extra keys forbidden), authorize, run and record."""
+    def offer(self, ctx: ToolContext, *, past: bool, latest_image: bool = False, check: bool = False) -> Offer:
+        """The tools and arguments offered for a request in this context (see tools.offer)."""
+        has_image = ctx.replied_generation_id is not None or any(a.data for a in ctx.attachments)
+        return offer_for(
+            self.registry.names, has_image=has_image, past=past, latest_image=latest_image, check=check
+        )
+
+    async def call(self, ctx: ToolContext, name: str, args: Any, *, offer: Offer | None = None) -> ToolCall:
+        """Check the offer, validate args (bad optional values clamped or dropped with notes), authorize, run."""
         spec = self.registry.get(name)
         if spec is None:
             return await self._record(ctx, ToolCall(str(name)[:64], {}, {"error": f"unknown tool '{name}'"}))
+        args = args if args is not None else {}
+        refused = offer.refuses(name, args) if offer is not None and isinstance(args, dict) else None
+        if refused:
+            return await self._record(ctx, ToolCall(name, _short_args(args), {"error": refused}))
         try:
             model = spec.args_model(await self.choices(ctx))
-            validated = model.model_validate(args if args is not None else {})
+            validated, notes = repair(model, args) if isinstance(args, dict) else (model.model_validate(args), [])
         except ValidationError as e:
             error = f"invalid arguments for {name}: {format_validation(e, 'args')}"
             return await self._record(ctx, ToolCall(name, _short_args(args), {"error": error}))
@@ -173,7 +181,10 @@ class Orchestrator:
             await self.authorize(ctx, name)
         except PermissionDenied as e:
             return await self._record(ctx, ToolCall(name, values, {"error": str(e)}))
-        return await self._record(ctx, await self._run(ctx, spec, values))
+        call = await self._run(ctx, spec, values)
+        if notes:
+            call.result["notes"] = [*notes, *call.result.get("notes", [])]
+        return await self._record(ctx, call)
 
     async def reject(self, ctx: ToolContext, call: ToolCall) -> ToolCall:
         """Record an action rejected before reaching a tool (e.g. model output that did not validate)."""

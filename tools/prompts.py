@@ -10,9 +10,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tools.prompt_rules import RouterFile, StepsFile, compiled
+
 AGENT_DIR = Path(__file__).resolve().parent.parent / "prompts" / "agent"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
-FILES = ("system.md", "tools.toml", "enhance.toml", "critique.toml", "agent.toml")
+FILES = ("system.md", "tools.toml", "enhance.toml", "critique.toml", "agent.toml", "router.toml", "steps.toml")
 Text = Annotated[str, Field(min_length=1, max_length=4000)]
 
 
@@ -83,12 +85,31 @@ class CritiqueFile(Strict):
 MESSAGE_FIELDS: dict[str, set[str]] = {
     "stopped_steps": {"n"},
     "stopped_time": {"seconds"},
+    "stopped_repeat": {"tool"},
     "model_failed": {"error"},
+    "context_too_small": {"error"},
+    "tried": set(),
+    "continue_hint": set(),
     "queued": {"n", "ids"},
+    "generated": {"prompt", "details", "ids"},
+    "found": {"n", "query"},
+    "found_recent": set(),
+    "found_none": {"query"},
+    "found_item": {"id", "prompt", "seed"},
+    "enhanced": {"family", "prompt"},
+    "styled": {"style", "prompt"},
+    "styled_negative": {"negative"},
+    "failed": {"tool", "error"},
+    "notes": {"notes"},
     "context_reply": {"id", "prompt", "seed", "preset", "style"},
     "context_attachments": {"n", "names"},
-    "check_result": {"job_id"},
-    "tool_result": {"tool", "result"},
+    "talk_fallback": set(),
+    "explain_none": set(),
+    "explain_request": {"request"},
+    "explain_route": {"route", "by", "why"},
+    "explain_read": {"items"},
+    "explain_call": {"tool", "args", "outcome"},
+    "explain_stop": {"stopped"},
 }
 
 
@@ -99,12 +120,7 @@ class CheckRules(Strict):
     @field_validator("patterns")
     @classmethod
     def _compile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for p in v:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"bad regular expression {p!r}: {e}") from None
-        return v
+        return compiled(v)
 
 
 class AgentFile(Strict):
@@ -137,6 +153,8 @@ class AgentPrompts(Strict):
     enhance: EnhanceFile
     critique: CritiqueFile
     agent: AgentFile
+    router: RouterFile
+    steps: StepsFile
 
     def message(self, key: str, **values: object) -> str:
         """One user-facing message with its placeholders filled."""
@@ -185,12 +203,22 @@ def load_agent_prompts(
     if tool_names is not None and set(tools.notes) - set(tool_names):
         bad = sorted(set(tools.notes) - set(tool_names))
         raise PromptFileError(f"tools.toml: notes for tools that are not whitelisted: {bad}")
+    router = _model(directory / "router.toml", RouterFile)
+    steps = _model(directory / "steps.toml", StepsFile)
+    if tool_names is not None:
+        for name, check in (("router.toml", router.check_routes), ("steps.toml", steps.check_tools)):
+            try:
+                check(tool_names)
+            except ValueError as e:
+                raise PromptFileError(f"{name}: {e}") from None
     return AgentPrompts(
         system=_system(directory / "system.md"),
         tool_notes=dict(tools.notes),
         enhance=_model(directory / "enhance.toml", EnhanceFile),
         critique=_model(directory / "critique.toml", CritiqueFile),
         agent=_model(directory / "agent.toml", AgentFile),
+        router=router,
+        steps=steps,
     )
 
 

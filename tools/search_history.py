@@ -22,8 +22,10 @@ async def search_history(
         limit: How many results to return, 1 to 10.
     """
     page = await ctx.store.history.search(query, own_scope(ctx), limit=limit)
-    return {
-        "results": [summary(g) for g in page.items],
-        "count": len(page.items),
-        "more": bool(page.next_cursor),
-    }
+    notes = []
+    if not page.items and query.strip():  # no image has every word: any of them, plurals included
+        page = await ctx.store.history.search(query, own_scope(ctx), limit=limit, any_term=True)
+        if page.items:
+            notes.append("no image has all of these words; these have some of them")
+    out = {"results": [summary(g) for g in page.items], "count": len(page.items), "more": bool(page.next_cursor)}
+    return {**out, "notes": notes} if notes else out

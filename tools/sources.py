@@ -8,12 +8,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from pydantic import TypeAdapter, ValidationError
 
 from engine.config import Settings
 from engine.images import decode_image, image_limits
@@ -25,14 +22,6 @@ NEEDS_IMAGE = "attach an image or reply to one"
 DEFAULT_CONTROL_SCALE = 1.0
 DEFAULT_OUTPAINT_FACTOR = 2.0
 OUTPAINT_FACTORS = (1.1, 4.0)  # the canvas grows by at least 10 % and at most 4x
-DEFAULTABLE = (
-    "control",
-    "control_scale",
-    "reference",
-    "reference_scale",
-    "outpaint",
-    "outpaint_factor",
-)
 NEEDS = {  # argument -> the argument it only makes sense with
     "control_scale": "control",
     "control_generation_id": "control",
@@ -135,37 +124,6 @@ def _with_image(gen: Generation, label: str) -> Source:
     return Source(label, generation=gen)
 
 
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-
-
-def with_defaults(args: dict[str, Any], defaults: Mapping[str, Any], hints: Mapping[str, Any]) -> list[str]:
-    """Fill args the model left unset from the user's message (ctx.defaults); notes say what was added.
-
-    Explicit args win. `hints` are the tool's type hints: a default is validated like a model argument.
-    """
-    notes = []
-    for key, value in defaults.items():
-        if key not in DEFAULTABLE:
-            raise ValueError(f"ctx.defaults has an unknown generate argument {key!r}")
-        if args.get(key) is not None:
-            if args[key] != value and key in ("control", "reference", "outpaint"):
-                notes.append(
-                    f"your message suggested {key}={_shown(value)}; kept {_shown(args[key])} as given"
-                )
-            continue
-        if key.startswith("outpaint") and args.get("strength") is not None:
-            notes.append(f"did not add {key}={_shown(value)} from your message: strength was given")
-            continue
-        try:
-            args[key] = TypeAdapter(hints[key]).validate_python(list(value) if key == "control" else value)
-        except ValidationError as e:
-            msg = e.errors()[0]["msg"].removeprefix("Value error, ")
-            raise ToolError(f"{key}={_shown(value)} from your message is not usable: {msg}") from None
-        notes.append(f"added {key}={_shown(value)} from your message")
-    return notes
-
-
 def check_combinations(args: Mapping[str, Any]) -> None:
     """ToolError for arguments that need another one, repeated control types or outpaint with strength."""
     for key, needed in NEEDS.items():
@@ -206,8 +164,3 @@ async def reference_fields(sources: Sources, args: Mapping[str, Any]) -> tuple[d
     }
     shown = {"mode": args["reference"], "scale": args.get("reference_scale"), "from": src.label}
     return fields, shown
-
-
-def type_hints(func: Callable[..., Any]) -> dict[str, Any]:
-    """The tool's annotations (with Annotated extras) for validating filled-in defaults."""
-    return typing.get_type_hints(func, include_extras=True)

@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.discord import bridge, replies, views
 from bot.discord.progress import ProgressPoster
+from engine.looplag import LoopWatchdog, Stall
 
 log = logging.getLogger(__name__)
 COGS = ("chat", "imagine", "controlmap", "presets", "styles", "history", "settings", "queue", "help")
@@ -43,9 +44,11 @@ class AtelierBot(commands.Bot):
         self.poster = ProgressPoster(self, services, interval_s=d.progress_edit_interval_s)
         self._unsubscribe: Any = None
         self.tree.on_error = self.on_app_command_error
+        self.watchdog: LoopWatchdog | None = None
 
     async def setup_hook(self) -> None:
-        """Load cogs, register persistent buttons, subscribe to job events, optionally sync commands."""
+        """Load cogs, register persistent buttons, subscribe to job events, watch the loop, maybe sync commands."""
+        self.watchdog = LoopWatchdog(observe=self._observe_lag, on_stall=self._count_stall).start()
         for name in COGS:
             await self.load_extension(f"bot.discord.cogs.{name}")
         if self.prefix_commands:
@@ -56,6 +59,16 @@ class AtelierBot(commands.Bot):
             self._unsubscribe = runner.subscribe(self.poster)
         if self.sync_commands:
             await self._sync()
+
+    def _observe_lag(self, seconds: float) -> None:
+        metrics = getattr(self.services, "metrics", None)
+        if metrics is not None:
+            metrics.loop_lag.observe(seconds)
+
+    def _count_stall(self, stall: Stall) -> None:
+        metrics = getattr(self.services, "metrics", None)
+        if metrics is not None:
+            metrics.loop_stalls.inc()
 
     async def _sync(self) -> None:
         for gid in self.settings.discord.sync_guilds:
@@ -84,4 +97,6 @@ class AtelierBot(commands.Bot):
             self._unsubscribe()
             self._unsubscribe = None
         await self.poster.close()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         await super().close()

@@ -15,6 +15,8 @@ from bot import intents
 from bot.discord import bridge, render, replies, views
 from bot.discord.bridge import Attachment, TurnSpec, UserError
 from bot.discord.progress import Target
+from engine.config import Images
+from tools import uploads
 
 log = logging.getLogger(__name__)
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".gif")
@@ -69,20 +71,23 @@ def _is_image(a: discord.Attachment) -> bool:
     return (a.content_type or "").startswith("image/") or a.filename.lower().endswith(IMAGE_EXT)
 
 
-async def read_images(messages: list[discord.Message], max_bytes: int) -> list[Attachment]:
-    """Image attachments of the given messages (first that has any), size-checked before download."""
+async def read_images(
+    messages: list[discord.Message], images: Images, *, own: discord.Message | None = None
+) -> list[Attachment]:
+    """Image attachments of the first message that has any, downloaded and checked at the door.
+
+    Every file of `own` (the user's own message) must be an image; other messages contribute their images.
+    A bad file raises RejectedUpload naming it and the limits (size checked before the download).
+    """
     for m in messages:
-        found = [a for a in m.attachments if _is_image(a)]
+        found = [a for a in m.attachments if m is own or _is_image(a)]
         if not found:
             continue
-        out = []
         for a in found[:4]:
-            if a.size > max_bytes:
-                raise UserError(
-                    f"{a.filename} is {a.size / 2**20:.1f} MB; images up to {max_bytes / 2**20:.0f} MB"
-                )
-            out.append(Attachment(a.filename, await a.read(), a.content_type or ""))
-        return out
+            if a.size > images.max_input_bytes:
+                raise uploads.too_large(images, a.filename, a.size)
+        files = [Attachment(a.filename, await a.read(), a.content_type or "") for a in found[:4]]
+        return await uploads.check_uploads(images, files)
     return []
 
 
@@ -107,18 +112,18 @@ def image_intent(text: str) -> Any:
 
 
 async def image_source(
-    services: Any, message: discord.Message, chain: list[discord.Message], max_bytes: int
+    services: Any, message: discord.Message, chain: list[discord.Message], images: Images
 ) -> tuple[list[Attachment], int | None]:
     """The picture an image-job request is about: its own upload, else the nearest one up the reply chain.
 
     A bot result counts as its generation id (full resolution, no re-upload); anything else as its bytes.
     """
-    if own := await read_images([message], max_bytes):
+    if own := await read_images([message], images, own=message):
         return own, None
     for m in reversed(chain):
         if (gen := await generation_of(services, m)) is not None:
             return [], gen
-        if found := await read_images([m], max_bytes):
+        if found := await read_images([m], images):
             return found, None
     return [], None
 
@@ -142,11 +147,10 @@ async def build_turn(bot: Any, message: discord.Message) -> TurnSpec:
         for m in chain
         if m.content
     ]
-    max_bytes = settings.images.max_input_bytes
     if image_intent(text) is not None:
-        images, gen = await image_source(bot.services, message, chain, max_bytes)
+        images, gen = await image_source(bot.services, message, chain, settings.images)
     else:
-        images = await read_images([message, *(chain[::-1])][:2], max_bytes)
+        images = await read_images([message, *(chain[::-1])][:2], settings.images, own=message)
         gen = await generation_of(bot.services, chain[-1] if chain else None)
     return TurnSpec(
         text=text,
@@ -233,11 +237,7 @@ async def apply_fix(interaction: discord.Interaction, generation_id: int, index:
         raise UserError(f"suggestion {index} is no longer on this message")
     settings = bridge.settings_of(bot.services)
     source = await _referenced(msg) if msg is not None else None
-    images = (
-        []
-        if generation_id
-        else await read_images([source] if source else [], settings.images.max_input_bytes)
-    )
+    images = [] if generation_id else await read_images([source] if source else [], settings.images)
     spec = TurnSpec(
         text=f"Apply this suggestion to the image: {fix}",
         user_id=interaction.user.id,

@@ -12,7 +12,9 @@ from typing import Any
 
 import discord
 
+from bot.agent_text import explain_text
 from bot.discord import bridge, pan, replies
+from tools.prompts import shipped_prompts
 
 ACTIONS = {"r": "generate", "v": "variation", "u": "upscale"}
 MAX_FIXES = 5
@@ -123,7 +125,8 @@ async def _dispatch(interaction: discord.Interaction, action: str, job_id: int, 
     if action in ACTIONS:
         await _follow_up(interaction, bot, source, ACTIONS[action], index)
     elif action == "i":
-        await replies.say(interaction, info_text(source))
+        turn = await bridge.store_of(services).turns.for_job(source.id, interaction.user.id)
+        await replies.say(interaction, info_text(source, turn))
     elif action == "f":
         await _favorite(interaction, services, source)
     elif action == "d":
@@ -152,15 +155,17 @@ async def _follow_up(
     await bot.poster.track(job_id, target)
 
 
-def info_text(job: Any) -> str:
-    """Seed and parameters of a job, for the ℹ️ button."""
+def info_text(job: Any, turn: Any = None) -> str:
+    """Seed and parameters of a job, for the ℹ️ button; with the agent turn that queued it, why it did."""
     out = bridge.job_output(job)
     params = {k: v for k, v in job.payload.items() if k not in ("source_image", "mask", "reference_image")}
     if params.get("controls"):  # upload paths stay private; type and scale are what the user chose
         params["controls"] = [{k: v for k, v in c.items() if k != "image"} for c in params["controls"]]
     gen = f" · generation #{out.generation_id}" if out.generation_id is not None else ""
     seeds = ", ".join(map(str, out.seeds)) or "?"
-    return f"Job #{job.id} ({job.kind}){gen} · seeds {seeds}\n```json\n{json.dumps(params, indent=1)[:1700]}\n```"
+    why = ("\n" + explain_text(shipped_prompts(), turn)[:600]) if turn is not None else ""
+    body = json.dumps(params, indent=1)[: 1700 - len(why)]
+    return f"Job #{job.id} ({job.kind}){gen} · seeds {seeds}\n```json\n{body}\n```{why}"
 
 
 async def _favorite(interaction: discord.Interaction, services: Any, job: Any) -> None:

@@ -48,6 +48,8 @@ class LlamaModel:
         self._device: str | None = None
         self._options: dict[str, MappingProxyType] = {}
         self._paths: tuple[Path, Path | None] | None = None
+        self._vocab: Any = None
+        self._vocab_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, preset: dict | LlmPreset, settings: Settings, **kw: Any) -> LlamaModel:
@@ -161,6 +163,38 @@ class LlamaModel:
             self.unload()
             self._paths = None
             self._options.clear()
+        with self._vocab_lock:
+            vocab, self._vocab = self._vocab, None
+            if vocab is not None:
+                vocab.close()
+
+    # ---- tokens --------------------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        """The context window every load uses (prompt + answer must fit)."""
+        return self.preset.n_ctx
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        """Tokens the chat prompt takes, counted with the model's own tokenizer (a vocab-only load; no arbiter)."""
+        vocab = self._vocabulary()
+        total = 3  # the assistant turn's opening tokens
+        for m in messages:
+            content = m.get("content")
+            text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
+            total += len(vocab.tokenize(f"{m.get('role', '')}\n{text}".encode(), add_bos=False, special=False)) + 4
+        return total
+
+    def _vocabulary(self) -> Any:
+        with self._vocab_lock:
+            if self._vocab is None:
+                gguf, _ = self._resolve(download=False)
+                if not isinstance(gguf, Path):
+                    raise ModelNotLoaded(f"LLM preset {self.name!r}: the model file is not downloaded yet")
+                from llama_cpp import Llama
+
+                self._vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+            return self._vocab
 
     # ---- chat ----------------------------------------------------------------------------------------
 

@@ -38,6 +38,8 @@ from engine.queue.registry import WorkerRegistry
 
 log = logging.getLogger("atelier.queue")
 STATUS_POLL_S = 1.0  # fallback poll in case a pub/sub "done" message was missed
+LOST_CHECKS = 2  # consecutive "not found" polls before a job is submitted again
+REDIS_RETRY_S = 1.0
 
 
 @dataclass
@@ -156,6 +158,7 @@ class RemoteQueue:
         """Run worker op `op` for ctx.job and return its result dict (raises what the worker raised)."""
         from arq.jobs import Job as ArqJob
         from arq.jobs import JobStatus
+        from redis.exceptions import RedisError
 
         job = ctx.job
         key = arq_id(job.id)
@@ -163,21 +166,31 @@ class RemoteQueue:
         try:
             handle = ArqJob(key, self.pool, _queue_name=QUEUE)
             await self._submit(handle, key, op, payload, job.attempts)
-            relayed = False
+            relayed, missing = False, 0
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.done.wait(), 0.1 if ctx.should_cancel() else STATUS_POLL_S)
                 waiter.done.clear()
-                if ctx.should_cancel():
-                    if getattr(ctx, "cancel_reason", None) == "shutdown":  # the bot stops: leave it running
-                        raise Cancelled(f"job #{job.id}: the bot is stopping; the worker keeps it")
-                    if not relayed:
-                        relayed = True
-                        await self._relay_cancel(key, job.id)
-                if await handle.status() == JobStatus.complete:
-                    info = await handle.result_info()
-                    if info is not None:
-                        return await self._outcome(job, key, info)
+                try:
+                    if ctx.should_cancel():
+                        if getattr(ctx, "cancel_reason", None) == "shutdown":  # the bot stops: leave it running
+                            raise Cancelled(f"job #{job.id}: the bot is stopping; the worker keeps it")
+                        if not relayed:
+                            relayed = True
+                            await self._relay_cancel(key, job.id)
+                    status = await handle.status()
+                    if status == JobStatus.complete:
+                        info = await handle.result_info()
+                        if info is not None:
+                            return await self._outcome(job, key, info)
+                    missing = missing + 1 if status == JobStatus.not_found else 0
+                    if missing >= LOST_CHECKS:  # Redis lost the entry (restarted without its data): again
+                        log.warning("%s vanished from Redis; submitting it again", key)
+                        await self._submit(handle, key, op, payload, job.attempts)
+                        missing = 0
+                except (RedisError, OSError) as e:  # Redis restarting: keep waiting, the job is not lost
+                    log.warning("Redis unreachable while waiting for %s (%s); retrying", key, e)
+                    await asyncio.sleep(REDIS_RETRY_S)
         finally:
             self._waiters.pop(key, None)
 

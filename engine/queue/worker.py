@@ -36,6 +36,7 @@ from engine.queue.protocol import (
 from engine.queue.registry import WorkerRegistry
 
 log = logging.getLogger("atelier.worker")
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 10.0  # backoff when Redis goes away
 Op = Callable[["OpContext", dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -338,7 +339,7 @@ class QueueWorker:
                 loop.add_signal_handler(sig, self.request_stop)
         await self.registry.beat(self.id, self.info())
         beat = loop.create_task(self._beat_forever())
-        consume = loop.create_task(self._arq.async_run())
+        consume = loop.create_task(self._consume_forever())
         log.info(
             "worker %s consuming %s (ops: %s, max_jobs %d)",
             self.id,
@@ -361,6 +362,24 @@ class QueueWorker:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
             await self._shutdown(consume)
+
+    async def _consume_forever(self) -> None:
+        """arq's consumer, started again after Redis goes away (a restart): the worker never quietly exits."""
+        delay = RECONNECT_MIN_S
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                await self._arq.async_run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a lost Redis connection: reconnect with backoff
+                if time.monotonic() - started > RECONNECT_MAX_S:
+                    delay = RECONNECT_MIN_S
+                log.warning("worker %s lost Redis (%s); reconnecting in %.0f s", self.id, e, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                delay = min(RECONNECT_MAX_S, delay * 2)
 
     async def _shutdown(self, consume: asyncio.Task) -> None:
         with contextlib.suppress(Exception):

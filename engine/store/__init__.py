@@ -10,7 +10,8 @@ from typing import Any
 from engine.store.db import Database
 from engine.store.history import History
 from engine.store.library import Library, Presets, SettingsStore
-from engine.store.seed import seed
+from engine.store.seed import UserPresetList, load_user_presets, seed
+from engine.store.turns import TurnStore
 
 
 @dataclass
@@ -20,13 +21,18 @@ class Store:
     library: Library
     presets: Presets
     settings: SettingsStore
+    turns: TurnStore
 
     @classmethod
-    async def open(cls, path: str | Path, *, budget_ms: int = 200, max_query_chars: int = 500) -> Store:
-        """Open (creating and migrating as needed) and seed the shipped library."""
+    async def open(
+        cls, path: str | Path, *, budget_ms: int = 200, max_query_chars: int = 500,
+        user_presets: UserPresetList | None = None,
+    ) -> Store:  # fmt: skip
+        """Open (creating and migrating as needed) and seed the shipped library and the user's presets."""
         db = await Database(path).open()
-        store = cls(db, History(db, budget_ms, max_query_chars), Library(db), Presets(db), SettingsStore(db))
-        await seed(db)
+        history = History(db, budget_ms, max_query_chars)
+        store = cls(db, history, Library(db), Presets(db), SettingsStore(db), TurnStore(db))
+        await seed(db, user=user_presets)
         return store
 
     async def close(self) -> None:
@@ -73,4 +79,5 @@ async def open_store(settings: Any) -> Store:
         settings.path("db"),
         budget_ms=settings.history.search_budget_ms,
         max_query_chars=settings.history.max_query_chars,
+        user_presets=load_user_presets(settings),
     )

@@ -71,8 +71,18 @@ class Page:
     next_cursor: str | None = None
 
 
-def fts_query(text: str, max_chars: int = 500) -> str | None:
-    """Turn any user string into a safe FTS5 query: every term quoted, implicit AND; None if blank."""
+def _loose(term: str) -> str:
+    """A quoted prefix term for a word's stem: "robots" -> "robot"* (plurals and other endings match)."""
+    stem = term[:-2] if len(term) > 5 and term.lower().endswith("es") else term
+    stem = stem[:-1] if len(stem) > 3 and stem.lower().endswith("s") else stem
+    return '"' + stem.replace('"', '""') + '"*'
+
+
+def fts_query(text: str, max_chars: int = 500, *, any_term: bool = False) -> str | None:
+    """Turn any user string into a safe FTS5 query: every term quoted, implicit AND; None if blank.
+
+    any_term: match any of the words, each by its stem as a prefix (the loose fallback of a search).
+    """
     if len(text) > max_chars:
         raise HistoryQueryError(f"search is {len(text)} characters; the limit is {max_chars}")
     clean = _CONTROL.sub(" ", text.encode("utf-8", "replace").decode("utf-8"))
@@ -81,6 +91,8 @@ def fts_query(text: str, max_chars: int = 500) -> str | None:
         raise HistoryQueryError(f"search has {len(terms)} words; use at most {MAX_TERMS}")
     if not terms:
         return None
+    if any_term:
+        return " OR ".join(_loose(t) for t in terms)
     return " ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
@@ -190,12 +202,14 @@ class History:
         nxt = _encode_cursor(items[-1].id) if len(rows) > limit else None
         return Page(items, nxt)
 
-    async def search(self, text: str, scope: Scope, limit: int = 10, cursor: str | None = None) -> Page:
+    async def search(
+        self, text: str, scope: Scope, limit: int = 10, cursor: str | None = None, *, any_term: bool = False
+    ) -> Page:
         """Best matches first (bm25, prompt weighted; newest first for very common terms); blank text = recent.
 
-        Keyset-paginated on (score, id).
+        Keyset-paginated on (score, id). any_term: any of the words, by stem (see fts_query).
         """
-        query = fts_query(text, self.max_query_chars)
+        query = fts_query(text, self.max_query_chars, any_term=any_term)
         if query is None:
             return await self.recent(scope, limit, cursor)
         where, args = _scope_sql(scope)

@@ -123,6 +123,30 @@ MIGRATIONS: tuple[str, ...] = (
         generation_id INTEGER NOT NULL UNIQUE REFERENCES generations(id) ON DELETE CASCADE
     );
     """,
+    # 6: agent turns: what the agent decided and which tool calls it made, so a user can ask "why?".
+    """
+    CREATE TABLE agent_turns (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        guild_id INTEGER NOT NULL DEFAULT 0,
+        channel_id INTEGER NOT NULL DEFAULT 0,
+        request TEXT NOT NULL,
+        route TEXT NOT NULL DEFAULT '',
+        decided_by TEXT NOT NULL DEFAULT '',
+        trace TEXT NOT NULL DEFAULT '{}',
+        reply TEXT NOT NULL DEFAULT '',
+        stopped TEXT,
+        ms REAL NOT NULL DEFAULT 0,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX agent_turns_user ON agent_turns(user_id, channel_id, id);
+    CREATE TABLE agent_turn_jobs (
+        job_id INTEGER PRIMARY KEY,
+        turn_id INTEGER NOT NULL REFERENCES agent_turns(id) ON DELETE CASCADE
+    );
+    CREATE INDEX agent_turn_jobs_turn ON agent_turn_jobs(turn_id);
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.config import Settings
 from engine.presets import ImagePreset, LlmPreset
 from engine.store.db import Database
 from engine.store.library import Library, Presets
@@ -28,6 +29,10 @@ class LibraryFileEntry(BaseModel):
     description: Annotated[str, Field(max_length=200)] = ""
 
 
+def _name(path: Path | str) -> str:
+    return path.name if isinstance(path, Path) else path
+
+
 def _read_toml(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -35,7 +40,7 @@ def _read_toml(path: Path) -> dict:
         raise DataFileError(f"{path.name}: {e}") from None
 
 
-def _validate(path: Path, key: str, model: type[BaseModel], items: list) -> list:
+def _validate(path: Path | str, key: str, model: type[BaseModel], items: list) -> list:
     out, seen = [], set()
     for i, item in enumerate(items):
         try:
@@ -43,10 +48,10 @@ def _validate(path: Path, key: str, model: type[BaseModel], items: list) -> list
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise DataFileError(f"{path.name}: [[{key}]] #{i + 1} field '{where}': {first['msg']}") from None
+            raise DataFileError(f"{_name(path)}: [[{key}]] #{i + 1} field '{where}': {first['msg']}") from None
         name = getattr(obj, "label", None) or obj.name
         if name in seen:
-            raise DataFileError(f"{path.name}: duplicate {key} '{name}'")
+            raise DataFileError(f"{_name(path)}: duplicate {key} '{name}'")
         seen.add(name)
         out.append(obj)
     return out
@@ -80,8 +85,26 @@ def load_shipped(prompts_dir: Path = PROMPTS_DIR) -> dict[str, list]:
     return out
 
 
-async def seed(db: Database, prompts_dir: Path = PROMPTS_DIR) -> dict[str, int]:
-    """Upsert shipped entries (global scope, shipped=1); safe to run at every start."""
+UserPresetList = tuple[list[ImagePreset], list[LlmPreset]]
+
+
+def load_user_presets(settings: Settings) -> UserPresetList:
+    """The user's own presets: the presets file next to the config, then the config's presets.image/llm.
+
+    Validated like the shipped ones; errors name the file (or 'config presets.image') and the field.
+    """
+    image: list[ImagePreset] = []
+    llm: list[LlmPreset] = []
+    path = settings.user_presets_file()
+    if path.is_file():
+        image, llm = (list(x) for x in load_presets_file(path))
+    image += _validate("config presets.image", "image", ImagePreset, list(settings.presets.image))
+    llm += _validate("config presets.llm", "llm", LlmPreset, list(settings.presets.llm))
+    return image, llm
+
+
+async def seed(db: Database, prompts_dir: Path = PROMPTS_DIR, user: UserPresetList | None = None) -> dict[str, int]:
+    """Upsert shipped entries (global scope, shipped=1), then the user's presets over them; safe at every start."""
     shipped = load_shipped(prompts_dir)
     lib, presets = Library(db), Presets(db)
     counts: dict[str, int] = {}
@@ -95,4 +118,15 @@ async def seed(db: Database, prompts_dir: Path = PROMPTS_DIR) -> dict[str, int]:
         for p in shipped[kind]:
             await presets.save(kind, p.name, p.model_dump(mode="json", exclude={"name"}), shipped=True)
         counts[kind] = len(shipped[kind])
+    for kind, items in zip(("image", "llm"), user or ([], []), strict=True):
+        for p in items:  # a user preset with a shipped name replaces it
+            await presets.save(kind, p.name, p.model_dump(mode="json", exclude={"name"}), shipped=False)
+        counts[f"user_{kind}"] = len(items)
+        keep = [p.name for p in items]  # global non-shipped rows come only from the user's files: drop stale ones
+        marks = ",".join("?" * len(keep))
+        await db.execute(
+            "DELETE FROM presets WHERE kind = ? AND user_id = 0 AND guild_id = 0 AND shipped = 0"
+            + (f" AND name NOT IN ({marks})" if keep else ""),
+            (kind, *keep),
+        )
     return counts

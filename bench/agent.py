@@ -21,7 +21,7 @@ from pathlib import Path
 from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
 from engine.config import Paths, Settings
-from engine.llm import LlamaModel
+from engine.runtime.llm import LlamaModel
 from engine.store import Store
 from engine.store.jobs import JobStore
 from tools.context import Services

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.arbiter import MIB
 from engine.config import Generation, Gpu, Paths, Settings
-from engine.services import Services
+from engine.core import Engine
+from engine.runtime.arbiter import MIB
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 PRESET = {"family": "sd15", "scheduler": "euler", "cfg": 5.0, "negative": "", "style": ""}
@@ -66,7 +66,7 @@ def raw_call(pipe: Any, size: int, steps: int, seed: int) -> Any:
     return out.images[0]
 
 
-async def atelier_call(svc: Services, size: int, steps: int, seed: int) -> str:
+async def atelier_call(svc: Engine, size: int, steps: int, seed: int) -> str:
     """One job through the whole stack; returns the PNG path."""
     payload = {
         "prompt": PROMPT,
@@ -89,11 +89,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-async def diffusion(svc: Services, demo: dict[str, Path], cases: list[tuple[int, int]], repeats: int) -> list:
+async def diffusion(svc: Engine, demo: dict[str, Path], cases: list[tuple[int, int]], repeats: int) -> list:
     """Interleaved medians per (size, steps): Atelier end to end vs the raw pipeline."""
     from PIL import Image
 
-    from engine.diffusion.pipeline import pick_dtype
+    from engine.runtime.diffusion.dtypes import pick_dtype
 
     device = svc.arbiter.device
     pipe = raw_pipeline(
@@ -159,7 +159,7 @@ class Filler:
         self.unload()
 
 
-async def llm(svc: Services, repeats: int) -> dict:
+async def llm(svc: Engine, repeats: int) -> dict:
     """Reload after eviction through the arbiter vs a raw Llama(**the same load options), interleaved."""
     from llama_cpp import Llama
 
@@ -210,7 +210,7 @@ def _cases(text: str) -> list[tuple[int, int]]:
 
 
 async def main(args: argparse.Namespace) -> dict:
-    from engine.diffusion.testmodels import ensure_demo_models
+    from engine.runtime.diffusion.testmodels import ensure_demo_models
 
     with tempfile.TemporaryDirectory() as tmp:
         demo = ensure_demo_models(_cache())
@@ -219,7 +219,7 @@ async def main(args: argparse.Namespace) -> dict:
             gpu=Gpu(device=args.device),
             generation=Generation(max_side=1024, max_pixels=1024 * 1024, max_steps=100),
         )
-        svc = await Services.start(settings)
+        svc = await Engine.start(settings)
         try:
             preset = {**PRESET, "model": str(demo["sd15"]), "safety_checker": str(demo["safety"])}
             await svc.store.presets.save("image", "bench", preset)

@@ -15,9 +15,9 @@ from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
 from engine.config import Agent as AgentSettings
 from engine.config import Paths, Queue, Settings
-from engine.llm import LlamaModel, parse_preset
-from engine.llm.chunks import CHUNKS_PREFIX, resolve_chunks
-from engine.services import _NOT_RUNTIME, PKG_PREFIX, resolve_pkg
+from engine.runtime.llm import LlamaModel, parse_preset
+from engine.runtime.llm.chunks import CHUNKS_PREFIX, resolve_chunks
+from engine.runtime.models import NOT_RUNTIME, PKG_PREFIX, resolve_pkg
 from engine.store import Store, open_store
 from engine.store.jobs import Job, JobStore
 from tools.context import Attachment, Services
@@ -82,7 +82,7 @@ async def seed_history(store: Store, settings: Settings) -> list[int]:
 async def load_llm(store: Store, settings: Settings, name: str, threads: int) -> LlamaModel:
     """The named LLM preset loaded on the CPU (pkg: and chunks: references resolved)."""
     data = await store.presets.resolve("llm", name)
-    raw = {k: v for k, v in data.items() if k not in _NOT_RUNTIME}
+    raw = {k: v for k, v in data.items() if k not in NOT_RUNTIME}
     ref = str(raw["model"])
     if ref.startswith(PKG_PREFIX):
         raw["model"] = resolve_pkg(ref, name)

@@ -26,7 +26,7 @@ from engine.config import Metrics, Paths, Queue, Settings
 
 async def bench_local(n_jobs: int, concurrency: int) -> dict[str, Any]:
     """No-op jobs from 50 users through the local backend."""
-    from engine.runner import JobRunner
+    from engine.jobs.runner import JobRunner
     from engine.store import open_store
     from engine.store.jobs import JobStore
 
@@ -54,8 +54,8 @@ async def bench_local(n_jobs: int, concurrency: int) -> dict[str, Any]:
 
 
 async def _redis_round(settings: Settings, config: Path, n_workers: int, n_jobs: int, spin_ms: int) -> dict:
-    from engine.queue import RemoteQueue, remote_handler
-    from engine.runner import JobRunner
+    from engine.jobs.runner import JobRunner
+    from engine.remote import RemoteQueue, remote_handler
     from engine.store import open_store
     from engine.store.jobs import JobStore
 
@@ -145,9 +145,9 @@ async def bench_redis(n_jobs: int, spin_ms: int, counts: tuple[int, ...]) -> dic
 
 def bench_batching(n_images: int, max_batch: int, steps: int) -> dict[str, Any]:
     """Tiny SD at 64x64: n requests one at a time vs grouped max_batch per pipeline call."""
-    from engine.diffusion import DiffusionModel
-    from engine.diffusion.multi import generate_group
-    from engine.diffusion.testmodels import ensure_tiny_sd
+    from engine.runtime.diffusion import DiffusionModel
+    from engine.runtime.diffusion.multi import generate_group
+    from engine.runtime.diffusion.testmodels import ensure_tiny_sd
 
     root = Path(
         os.environ.get(

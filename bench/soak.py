@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import soak_support as ss
-from bot.runtime import ArbiterChat
-from engine.llm.grammar import cached_count
+from engine.runtime.llm.arbiter_chat import ArbiterChat
+from engine.runtime.llm.grammar import cached_count
 from tests.door_files import BAD, encoded
 
 SUBJECTS = ["a red fox in the snow", "a lighthouse at dusk", "a blue robot reading", "a castle on a hill",
@@ -231,7 +231,7 @@ class Soak:
         await agent.model.achat([{"role": "user", "content": "hi"}], max_tokens=4)
         if self.services.default_vision_preset:  # critique's model
             seer = await self.services.models.llm_model(self.services.default_vision_preset)
-            await ArbiterChat(self.services.arbiter, seer.name, seer).achat(
+            await ArbiterChat(self.services.arbiter, seer).achat(
                 [{"role": "user", "content": "hi"}], max_tokens=4
             )
         traffic = Traffic(fake, self.services, random.Random(self.args.seed + 1))
@@ -255,8 +255,8 @@ class Soak:
 
     async def run(self) -> dict[str, Any]:
         """The whole run; returns the report."""
+        from bot.app import App
         from bot.discord.bot import AtelierBot
-        from bot.runtime import build
         from engine.looplag import LoopWatchdog
         from tests.queue_support import write_config
 
@@ -269,7 +269,8 @@ class Soak:
         self.fake = fake = ss.SoakFake(a.users)
         await fake.start()
         fake.patch(self.patch)
-        self.services, agent = await build(settings, demo=True)
+        self.app = await App.start(settings, demo=True)
+        self.services, agent = self.app.engine, self.app.agent
         bot = self.bot = AtelierBot(self.services, agent, guild_ready_timeout=0.05)
         self.bot_task = asyncio.create_task(bot.start("fake-token"))
         await asyncio.wait_for(bot.wait_until_ready(), 30)

@@ -361,7 +361,7 @@ def parse_args(argv: list[str] | None, doc: str) -> argparse.Namespace:
 
 async def busy_worker(workers: list[Worker], pool: Any, wait_s: float = 30.0) -> tuple[Worker | None, int]:
     """A live worker, preferably one with arq jobs in progress right now (waits up to wait_s for one)."""
-    from engine.queue.protocol import worker_jobs_key
+    from engine.remote.protocol import worker_jobs_key
 
     deadline = time.monotonic() + wait_s
     while True:

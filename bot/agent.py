@@ -32,7 +32,7 @@ from bot.steps import ModelSteps, StepInfo, fill_schema, history_messages
 from bot.understand import Facts, read
 from bot.wording import clean_focus
 from engine.config import Settings
-from engine.llm import BadAction, ChatModel, LlmError
+from engine.runtime.llm import BadAction, ChatModel, LlmError
 from tools.common import summary, usable_generation
 from tools.context import ToolContext, ToolError
 from tools.offer import Offer
@@ -335,7 +335,7 @@ class Agent:
         registry = self.orchestrator.registry
         notes = self.prompts.tool_notes
         tools = "\n".join(f"- {s.name}: {s.description} {notes.get(s.name, '')}".rstrip() for s in registry.specs)
-        from engine.diffusion.request import ASPECTS
+        from engine.runtime.diffusion.request import ASPECTS
 
         system = fill(self.prompts.system, tools=tools, styles=", ".join(state.choices["style"]) or "(none)",
                       presets=", ".join(state.choices["preset"]) or "(none)", aspects=", ".join(ASPECTS))  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.llm.types import Message
+from engine.runtime.llm.types import Message
 
 Counter = Callable[[list[Message]], int]
 NOTE_CHARS = 240  # a shortened note keeps this many characters

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot import chat_commands as cc
+from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
-from bot.discord import ops
-from bot.discord.bridge import UserError
+from bot.usecases import account, guided, jobs, library
+from bot.usecases.errors import UserError
 from engine.config import Settings
+from engine.core import Engine
+from engine.jobs.result import JobResult
 from tools import uploads
 from tools.context import Attachment
 
@@ -42,9 +45,9 @@ class TerminalChat:
     """One terminal user talking to the agent; images are files under the outputs folder."""
 
     def __init__(
-        self, services: Any, agent: Any, *, user_id: int = TERMINAL_USER, job_timeout_s: float = 600
+        self, engine: Engine, agent: Agent, *, user_id: int = TERMINAL_USER, job_timeout_s: float = 600
     ):
-        self.services = services
+        self.engine = engine
         self.agent = agent
         self.user_id = user_id
         self.job_timeout_s = job_timeout_s
@@ -82,15 +85,15 @@ class TerminalChat:
         }
 
     async def _finish(self, job_id: int) -> dict[str, Any]:
-        job = await self.services.wait(job_id, self.job_timeout_s)
-        res = job.result or {}
-        if res.get("generation_id"):
-            self.last_generation = int(res["generation_id"])
-        if res.get("images"):
-            self.last_image = str(res["images"][0])
+        job = await self.engine.wait(job_id, self.job_timeout_s)
+        res = JobResult.of(job)
+        if res is not None:
+            self.last_generation = res.generation_id
+            self.last_image = res.images[0] if res.images else self.last_image
         return {
-            "id": job.id, "state": job.state, "error": job.error, "generation_id": res.get("generation_id"),
-            "images": [str(p) for p in res.get("images", [])], "seeds": res.get("seeds", []),
+            "id": job.id, "state": job.state, "error": job.error,
+            "generation_id": res.generation_id if res is not None else None,
+            "images": list(res.images) if res is not None else [], "seeds": list(res.seeds) if res is not None else [],
         }  # fmt: skip
 
     async def attach(self, path: str) -> str:
@@ -98,7 +101,7 @@ class TerminalChat:
         p = Path(path).expanduser()
         if not p.is_file():
             raise UserError(f"no such file: {p}")
-        images = self.services.settings.images
+        images = self.engine.settings.images
         if p.stat().st_size > images.max_input_bytes:
             raise UserError(str(uploads.too_large(images, p.name, p.stat().st_size)))
         att = Attachment(name=p.name, data=await asyncio.to_thread(p.read_bytes))
@@ -121,39 +124,39 @@ class TerminalChat:
             return await self._imagine(arg)
         if name in ("zoom", "pan"):
             direction, factor = (
-                ("all", cc.parse_factor(arg, cc.ZOOM_FACTOR)) if name == "zoom" else cc.parse_pan(arg)
+                ("all", cc.parse_factor(arg, guided.ZOOM_FACTOR)) if name == "zoom" else cc.parse_pan(arg)
             )
-            payload = await cc.outpaint_payload(self.services, uid, self.last_generation, direction, factor)
+            payload = await guided.outpaint_generation(self.engine, uid, self.last_generation, direction, factor)
             return await self._run(payload)
         if name == "control":
             source = self.pending[0].data if self.pending else self.last_image
-            return await cc.control_map(self.services, arg, source)
+            return await cc.control_map(self.engine, arg, source)
         if name == "styles":
-            return await ops.style_list(self.services, 0)
+            return await library.style_list(self.engine, 0)
         if name == "presets":
-            return await ops.preset_list(self.services, uid, 0)
+            return await library.preset_list(self.engine, uid, 0)
         if name == "history":
-            return await ops.history_search(self.services, arg, uid, 0, False)
+            return await account.history_search(self.engine, arg, uid, 0, False)
         if name == "queue":
-            return await ops.queue_text(self.services, uid)
+            return await jobs.queue_text(self.engine, uid)
         if name == "cancel":
-            return await ops.cancel_job(self.services, uid, int(arg) if arg.isdigit() else None)
+            return await jobs.cancel_text(self.engine, uid, int(arg) if arg.isdigit() else None)
         raise UserError(f"unknown command /{name}; try /help")
 
     async def _imagine(self, arg: str) -> str:
         """/imagine PROMPT [--control TYPE] [--reference MODE]: the options use the /attach'ed image."""
         args = cc.parse_imagine(arg)
-        payload = await ops.imagine_payload(
-            self.services, user_id=self.user_id, guild_id=0, prompt=args.prompt
+        payload = await account.imagine_payload(
+            self.engine, user_id=self.user_id, guild_id=0, prompt=args.prompt
         )
-        payload |= await cc.guided_fields(self.services.settings, args, self.pending)
+        payload |= await cc.guided_fields(self.engine.settings, args, self.pending)
         if args.control or args.reference:
             self.pending = []
         return await self._run(payload)
 
     async def _run(self, payload: dict[str, Any]) -> str:
         """Queue a 'generate' job, wait for it, and say where its images are."""
-        job_id = await self.services.submit("generate", payload, user_id=self.user_id)
+        job_id = await self.engine.submit("generate", payload, user_id=self.user_id)
         job = await self._finish(job_id)
         return job["error"] or "\n".join(job["images"]) or f"job #{job_id}: {job['state']}"
 
@@ -220,16 +223,16 @@ async def json_lines(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: Text
 
 async def run_chat(settings: Settings, *, demo: bool, as_json: bool) -> int:
     """Start the services and the agent, then talk until the input ends."""
-    from bot.runtime import build
+    from bot.app import App
 
     if demo:
         print(DEMO_BANNER, file=sys.stderr, flush=True)
-    services, agent = await build(settings, demo=demo)
+    app = await App.start(settings, demo=demo)
     try:
-        chat = TerminalChat(services, agent)
+        chat = TerminalChat(app.engine, app.agent)
         if as_json:
             return await json_lines(chat)
         await interactive(chat)
         return 0
     finally:
-        await services.stop()
+        await app.stop()

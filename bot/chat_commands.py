@@ -10,17 +10,16 @@ from typing import Any
 
 from PIL import Image
 
-from bot.discord.bridge import UserError
-from engine.control import CONTROL_TYPES, MAX_CONTROLS, REFERENCE_MODES, control_type
-from engine.diffusion.errors import InvalidRequest
+from bot.usecases import guided
+from bot.usecases.errors import UserError
+from bot.usecases.guided import PAN_DIRECTIONS, PAN_FACTOR
+from engine.config import Settings
+from engine.core import Engine
 from engine.images import decode_image, image_limits
-from engine.managed import ModelNotAvailable
-from engine.store.history import Scope
-from tools.sources import OUTPAINT_FACTORS, save_upload, source_prompt
+from engine.runtime.control import CONTROL_TYPES, MAX_CONTROLS, REFERENCE_MODES, control_type
+from engine.runtime.diffusion.errors import InvalidRequest
+from tools.sources import save_upload
 
-ZOOM_FACTOR = 2.0  # /zoom: the canvas doubles on both axes (as the Discord "Zoom out" button)
-PAN_FACTOR = 1.5  # /pan: the canvas grows by half in one direction (as the Discord arrows)
-PAN_DIRECTIONS = ("left", "right", "up", "down")
 IMAGINE_OPTIONS = "/imagine takes --control TYPE (up to 3) and --reference [style|subject]"
 
 
@@ -75,7 +74,7 @@ def parse_imagine(arg: str) -> ImagineArgs:
     return out
 
 
-async def guided_fields(settings: Any, args: ImagineArgs, attachments: list[Any]) -> dict[str, Any]:
+async def guided_fields(settings: Settings, args: ImagineArgs, attachments: list[Any]) -> dict[str, Any]:
     """Payload fields for /imagine's --control/--reference, using the first /attach'ed image."""
     if not args.control and args.reference is None:
         return {}
@@ -99,10 +98,7 @@ def parse_factor(text: str, default: float) -> float:
         factor = float(text.lower().removesuffix("x"))
     except ValueError:
         raise UserError(f"the factor must be a number such as 1.5, not '{text}'") from None
-    lo, hi = OUTPAINT_FACTORS
-    if not lo <= factor <= hi:
-        raise UserError(f"the factor must be between {lo:g} and {hi:g}, got {factor:g}")
-    return factor
+    return guided.check_factor(factor)
 
 
 def parse_pan(arg: str) -> tuple[str, float]:
@@ -113,23 +109,7 @@ def parse_pan(arg: str) -> tuple[str, float]:
     return direction, parse_factor(rest.strip(), PAN_FACTOR)
 
 
-async def outpaint_payload(
-    services: Any, user_id: int, generation_id: int | None, direction: str, factor: float
-) -> dict[str, Any]:
-    """The 'generate' payload that extends the user's generation (its own prompt) in `direction`."""
-    if generation_id is None:
-        raise UserError("there is no image to extend yet: make one first")
-    gen = await services.store.history.get(generation_id, Scope(user_id))
-    if gen is None:
-        raise UserError(f"generation #{generation_id} is gone")
-    return {
-        "prompt": source_prompt(gen),
-        "source_generation_id": gen.id,
-        "outpaint": {"direction": direction, "factor": factor},
-    }
-
-
-def _save_map(settings: Any, kind: str, image: Image.Image) -> str:
+def _save_map(settings: Settings, kind: str, image: Image.Image) -> str:
     data = image.tobytes()
     folder = settings.path("outputs") / "control"
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +118,7 @@ def _save_map(settings: Any, kind: str, image: Image.Image) -> str:
     return str(path)
 
 
-def _load(settings: Any, source: bytes | str) -> Image.Image:
+def _load(settings: Settings, source: bytes | str) -> Image.Image:
     """Decode attached bytes or an image file (absolute, or under outputs/) with the upload limits."""
     if isinstance(source, bytes):
         data = source
@@ -151,17 +131,14 @@ def _load(settings: Any, source: bytes | str) -> Image.Image:
     return decode_image(data, **image_limits(settings.images))
 
 
-async def control_map(services: Any, kind_name: str, source: bytes | str | None) -> str:
+async def control_map(engine: Engine, kind_name: str, source: bytes | str | None) -> str:
     """Run the control preprocessor on an image (attached bytes or a file); return the saved map's path."""
     if not kind_name.strip():
         raise UserError(f"usage: /control <{'|'.join(CONTROL_TYPES)}>")
     kind = _control(kind_name)
     if source is None:
         raise UserError("there is no image to read: /attach PATH first (or make an image)")
-    settings = services.settings
+    settings = engine.settings
     image = await asyncio.to_thread(_load, settings, source)
-    try:
-        out = await services.control_preview(kind, image)
-    except (ModelNotAvailable, InvalidRequest) as e:
-        raise UserError(str(e)) from None
+    out = await guided.control_map(engine, kind, image)
     return await asyncio.to_thread(_save_map, settings, kind, out)

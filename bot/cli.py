@@ -1,4 +1,4 @@
-"""The `atelier` command: run (Discord), chat (terminal), worker (scale-out), db, models, doctor."""
+"""The `atelier` command: run (Discord), chat (terminal), worker (scale-out), db, models, doctor, config."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from bot.config_cmd import add_arguments as add_config_arguments
+from bot.config_cmd import run_config
 from engine.config import ConfigError, Settings, load_settings
 
 
@@ -68,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check this machine and the config before anything breaks")
     doctor.add_argument("--json", action="store_true", help="one JSON object")
+
+    config = sub.add_parser(
+        "config",
+        help="explain every settings key, or show the effective settings",
+        description="Every config.json key with its type, default and meaning (--explain),"
+        " the settings in effect (--show), or the README's table of them (--readme).",
+    )
+    add_config_arguments(config)
     return p
 
 
@@ -80,8 +90,7 @@ async def _db(settings: Settings, args: argparse.Namespace) -> int:
         if args.db_command in ("stats", "migrate"):
             print(json.dumps(await store.stats(), indent=2))
         elif args.db_command == "check":
-            rows = await store.db.fetchall("PRAGMA integrity_check")
-            result = [r[0] for r in rows]
+            result = await store.integrity()
             print("\n".join(result))
             return 0 if result == ["ok"] else 1
         elif args.db_command == "search":
@@ -111,7 +120,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     import discord
 
     from bot.discord.runtime import run_bot
-    from engine.managed import ModelNotAvailable
+    from engine.runtime.managed import ModelNotAvailable
 
     discord.utils.setup_logging()
     try:
@@ -140,7 +149,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     """`atelier worker`: consume jobs from Redis until SIGTERM/SIGINT."""
     import logging
 
-    from engine.queue.worker import QueueWorker
+    from engine.remote.worker import QueueWorker
 
     if settings.queue.backend != "redis":
         print(
@@ -172,7 +181,7 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
 def _chat(settings: Settings, args: argparse.Namespace) -> int:
     """Terminal chat with the same agent (interactive, or --json lines)."""
     from bot.chat import run_chat
-    from engine.managed import ModelNotAvailable
+    from engine.runtime.managed import ModelNotAvailable
 
     try:
         return asyncio.run(run_chat(settings, demo=args.demo, as_json=args.json))
@@ -189,6 +198,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "chat": _chat,
     "worker": _worker,
     "models": _models,
+    "config": run_config,
 }
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from bot.doctor_advice import Advice, candidates, recommend
 from engine.config import ConfigError, Settings, config_path, load_settings
-from engine.model_files import PresetFiles, human, preset_files, stored_presets
+from engine.runtime.model_files import PresetFiles, human, preset_files, stored_presets
 
 MIB = 1024 * 1024
 CUDA_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cu124"

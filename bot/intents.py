@@ -6,11 +6,12 @@ English, case-insensitive keyword/regex rules. Control and reference need a word
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.control import CONTROL_TYPES, MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES
+from engine.runtime.control import CONTROL_TYPES, MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES
 
 MAX_CHARS = 2000  # longer messages are read up to here (the agent shows the model no more either)
 FACTOR_REACH = 12  # characters past the clause where "1.5x" still belongs to "zoom out"
@@ -202,8 +203,9 @@ _AS_SUBJECT = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=256)  # the front and the agent both ask about the same message: read it once
 def detect(text: str) -> Intent | None:
-    """The control/reference/outpaint request in a message, or None for an ordinary prompt."""
+    """The control/reference/outpaint request in a message, or None for an ordinary prompt (immutable)."""
     original = text[:MAX_CHARS]
     text = _normalize(original)
     reference: tuple[int, str] | None = None

@@ -10,9 +10,9 @@ import sys
 from huggingface_hub import constants
 
 from engine.config import Settings
-from engine.model_files import HUB_KINDS, PresetFiles, Source, human, preset_files, stored_presets
-from engine.model_hub import Hub, HubError
-from engine.model_ops import pull, remove
+from engine.runtime.model_files import HUB_KINDS, PresetFiles, Source, human, preset_files, stored_presets
+from engine.runtime.model_hub import Hub, HubError
+from engine.runtime.model_ops import pull, remove
 
 
 async def _stored(settings: Settings) -> list[tuple[str, dict]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.budget import Prompt, approx_count, fit
-from engine.llm import ChatModel, Message
+from engine.runtime.llm import ChatModel, Message
 from tools.prompts import AgentPrompts
 from tools.prompts import fill as fill_template
 from tools.registry import grammar_safe

@@ -6,7 +6,7 @@ import json
 import os
 import typing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,75 +21,135 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors and values are read-only."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Paths(Section):
-    data_dir: str = "data"
-    db: str = "atelier.db"
-    outputs: str = "outputs"
-    models: str = "models"
-    demo_models: str = "demo-models"
+    """Where Atelier keeps its files (absolute paths are used as given, `~` is expanded)."""
+
+    data_dir: str = Field("data", description="folder of all state, relative to the config file's folder")
+    db: str = Field("atelier.db", description="SQLite database file, relative to data_dir")
+    outputs: str = Field("outputs", description="folder of generated images, relative to data_dir")
+    models: str = Field("models", description="folder of downloaded model files, relative to data_dir")
+    demo_models: str = Field(
+        "demo-models", description="folder of the offline test models (--demo), relative to data_dir"
+    )
 
 
 class Gpu(Section):
-    device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
-    vram_budget_mb: PosInt | None = None
-    reserve_mb: NonNegInt = 1024
-    ram_budget_mb: PosInt = 8192
-    idle_ttl_s: PosFloat = 600.0
-    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    """The device models run on and the memory the arbiter may fill."""
+
+    device: Literal["auto", "cuda", "cpu", "mps"] = Field(
+        "auto", description="where models run; auto = cuda if available, else mps, else cpu"
+    )
+    vram_budget_mb: PosInt | None = Field(
+        None, description="MiB of GPU memory the arbiter may fill; null = the GPU's total minus reserve_mb"
+    )
+    reserve_mb: NonNegInt = Field(
+        1024, description="MiB of GPU memory left to other programs when vram_budget_mb is null"
+    )
+    ram_budget_mb: PosInt = Field(8192, description="MiB of memory the arbiter may fill on cpu or mps")
+    idle_ttl_s: PosFloat = Field(600.0, description="seconds an unused model stays loaded before eviction")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="weight precision; auto = float32 on cpu, bfloat16 for FLUX, else float16"
+    )
+
+
+SafetyPolicy = Literal["block", "spoiler", "off"]  # the one list of safety policies
+SAFETY_POLICIES: tuple[str, ...] = get_args(SafetyPolicy)
 
 
 class Generation(Section):
-    default_preset: str = "sdxl"
-    max_pixels: PosInt = 1024 * 1024
-    max_side: PosInt = 2048
-    max_steps: PosInt = 80
-    max_batch: Annotated[int, Field(ge=1, le=4)] = 4
-    safety: Literal["block", "spoiler", "off"] = "block"
-    preview_every_steps: PosInt = 5
-    upscaler: str | None = None
+    """Limits and defaults of image generation."""
+
+    default_preset: str = Field("sdxl", description="image preset used when a request names none")
+    max_pixels: PosInt = Field(1024 * 1024, description="largest image area per request, in pixels (w × h)")
+    max_side: PosInt = Field(2048, description="largest image width or height, in pixels")
+    max_steps: PosInt = Field(80, description="most denoising steps a request may ask for")
+    max_batch: Annotated[int, Field(ge=1, le=4)] = Field(4, description="most images per request")
+    safety: SafetyPolicy = Field(
+        "block", description="flagged images: block = withheld, spoiler = posted as spoilers, off = no check"
+    )
+    preview_every_steps: PosInt = Field(5, description="denoising steps between progress previews")
+    upscaler: str | None = Field(
+        None, description="dedicated upscaler model (hub id or path); null = tiled img2img with the preset"
+    )
 
 
 class Images(Section):
-    max_input_bytes: PosInt = 20 * 1024 * 1024
-    max_input_pixels: PosInt = 4096 * 4096
-    formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF")
-    upload_limit_bytes: PosInt = 10 * 1024 * 1024
+    """Limits on the images users send and the files the bot uploads."""
+
+    max_input_bytes: PosInt = Field(20 * 1024 * 1024, description="largest accepted input image, in bytes")
+    max_input_pixels: PosInt = Field(4096 * 4096, description="largest accepted input image area, in pixels")
+    formats: tuple[str, ...] = Field(
+        ("PNG", "JPEG", "WEBP", "GIF"), description="accepted input formats (Pillow format names)"
+    )
+    upload_limit_bytes: PosInt = Field(
+        10 * 1024 * 1024, description="largest file the bot uploads, in bytes (a guild's lower limit wins)"
+    )
 
 
 class Llm(Section):
-    preset: str = "qwen2.5-vl-7b"
-    vision_preset: str | None = None  # critique's LLM when `preset` has no vision projector (mmproj)
-    max_tokens: PosInt = 384
-    temperature: Annotated[float, Field(ge=0, le=2)] = 0.2
+    """The language model behind the agent, prompt enhancing and critique."""
+
+    preset: str = Field("qwen2.5-vl-7b", description="LLM preset of the agent and the text tools")
+    vision_preset: str | None = Field(
+        None, description="critique's LLM preset when `preset` has no vision projector (mmproj); null = none"
+    )
+    max_tokens: PosInt = Field(384, description="most tokens the LLM writes per reply")
+    temperature: Annotated[float, Field(ge=0, le=2)] = Field(
+        0.2, description="sampling temperature; 0 = always the likeliest token"
+    )
 
 
 class Agent(Section):
-    max_tool_calls: Annotated[int, Field(ge=1, le=16)] = 4
-    max_wall_s: PosFloat = 120.0
-    history_turns: PosInt = 12
+    """Bounds on one agent turn."""
+
+    max_tool_calls: Annotated[int, Field(ge=1, le=16)] = Field(4, description="most tool calls in one turn")
+    max_wall_s: PosFloat = Field(120.0, description="seconds one turn may take before it is stopped")
+    history_turns: PosInt = Field(12, description="earlier messages of the conversation the LLM sees")
 
 
 class Queue(Section):
-    backend: Literal["local", "redis"] = "local"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    max_per_user: PosInt = 2
-    daily_quota: PosInt = 200
-    max_attempts: PosInt = 3
-    lease_s: PosFloat = 120.0
-    max_batch: Annotated[int, Field(ge=1, le=16)] = 4
-    batch_window_ms: NonNegInt = 150
-    worker_ttl_s: PosFloat = 15.0
-    job_timeout_s: PosFloat = 900.0
+    """The job queue: backend, fairness, quotas, retries and batching."""
+
+    backend: Literal["local", "redis"] = Field(
+        "local", description="local = jobs run in this process; redis = `atelier worker`s run them"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="the Redis server when backend is redis")
+    max_per_user: PosInt = Field(2, description="jobs one user may have running at once")
+    daily_quota: PosInt = Field(200, description="jobs one user may submit per rolling 24 hours")
+    max_attempts: PosInt = Field(
+        3, description="tries per job before it fails (redis: before it is dead-lettered)"
+    )
+    lease_s: PosFloat = Field(
+        120.0, description="seconds a claimed job is held without a heartbeat before it is taken back"
+    )
+    max_batch: Annotated[int, Field(ge=1, le=16)] = Field(
+        4, description="jobs a runner or worker holds at once, and most images in one shared batch"
+    )
+    batch_window_ms: NonNegInt = Field(
+        150, description="milliseconds a lone request waits for compatible ones; 0 = no wait"
+    )
+    worker_ttl_s: PosFloat = Field(
+        15.0, description="seconds after its last heartbeat a worker counts as gone"
+    )
+    job_timeout_s: PosFloat = Field(
+        900.0, description="seconds one try of a redis job may run before it is abandoned"
+    )
 
 
 class IpAdapter(Section):
-    model: str  # hub id or local folder
-    subfolder: str = ""
-    weight: str
-    image_encoder: str  # folder inside `model` (a name without "/" is taken inside `subfolder`)
+    """Where one model family's IP-Adapter (reference image) weights live."""
+
+    model: str = Field(description="hub id or local folder")
+    subfolder: str = Field("", description="folder inside `model` that holds `weight`; empty = its root")
+    weight: str = Field(description="weight file name inside `subfolder`")
+    image_encoder: str = Field(
+        description='image encoder folder inside `model` (a name without "/" is taken inside `subfolder`)'
+    )
 
 
 _SD15_NETS = {
@@ -98,78 +158,120 @@ _SD15_NETS = {
 
 
 class Control(Section):
-    annotators: str = "lllyasviel/Annotators"  # hub repo (or folder) with the preprocessors' weights
-    detect_resolution: Annotated[int, Field(ge=64, le=2048)] = 512
-    max_controls: Annotated[int, Field(ge=1, le=3)] = 3
-    reference_scale: Annotated[float, Field(ge=0, le=1.5)] = 0.6
-    outpaint_overlap_px: Annotated[int, Field(ge=0, le=128)] = 16
-    # family -> control type -> ControlNet weights (hub id or local path); a missing entry is a clear error
-    controlnets: dict[Literal["sd15", "sdxl", "flux"], dict[str, str]] = {
-        "sd15": _SD15_NETS,
-        "sdxl": {
-            "canny": "diffusers/controlnet-canny-sdxl-1.0",
-            "depth": "diffusers/controlnet-depth-sdxl-1.0",
-            "openpose": "thibaud/controlnet-openpose-sdxl-1.0",
-            "scribble": "xinsir/controlnet-scribble-sdxl-1.0",
+    """Guided generation: ControlNets, reference images (IP-Adapter) and outpainting."""
+
+    annotators: str = Field(
+        "lllyasviel/Annotators", description="hub repo or folder with the control preprocessors' weights"
+    )
+    detect_resolution: Annotated[int, Field(ge=64, le=2048)] = Field(
+        512, description="resolution the preprocessors analyse a control image at, in pixels"
+    )
+    max_controls: Annotated[int, Field(ge=1, le=3)] = Field(3, description="most control images per request")
+    reference_scale: Annotated[float, Field(ge=0, le=1.5)] = Field(
+        0.6, description="default strength of a reference image; 0 = ignored"
+    )
+    outpaint_overlap_px: Annotated[int, Field(ge=0, le=128)] = Field(
+        16, description="pixels of the original repainted and feathered along an outpaint seam; 0 = hard edge"
+    )
+    controlnets: dict[Literal["sd15", "sdxl", "flux"], dict[str, str]] = Field(
+        {
+            "sd15": _SD15_NETS,
+            "sdxl": {
+                "canny": "diffusers/controlnet-canny-sdxl-1.0",
+                "depth": "diffusers/controlnet-depth-sdxl-1.0",
+                "openpose": "thibaud/controlnet-openpose-sdxl-1.0",
+                "scribble": "xinsir/controlnet-scribble-sdxl-1.0",
+            },
+            "flux": {"canny": "InstantX/FLUX.1-dev-Controlnet-Canny"},
         },
-        "flux": {"canny": "InstantX/FLUX.1-dev-Controlnet-Canny"},
-    }
-    ip_adapter: dict[Literal["sd15", "sdxl"], IpAdapter] = {
-        "sd15": IpAdapter(
-            model="h94/IP-Adapter",
-            subfolder="models",
-            weight="ip-adapter_sd15.safetensors",
-            image_encoder="models/image_encoder",
-        ),
-        "sdxl": IpAdapter(
-            model="h94/IP-Adapter",
-            subfolder="sdxl_models",
-            weight="ip-adapter_sdxl.safetensors",
-            image_encoder="sdxl_models/image_encoder",
-        ),
-    }
+        description="family → control type → ControlNet weights (hub id or path); a missing entry is an error",
+    )
+    ip_adapter: dict[Literal["sd15", "sdxl"], IpAdapter] = Field(
+        {
+            "sd15": IpAdapter(
+                model="h94/IP-Adapter",
+                subfolder="models",
+                weight="ip-adapter_sd15.safetensors",
+                image_encoder="models/image_encoder",
+            ),
+            "sdxl": IpAdapter(
+                model="h94/IP-Adapter",
+                subfolder="sdxl_models",
+                weight="ip-adapter_sdxl.safetensors",
+                image_encoder="sdxl_models/image_encoder",
+            ),
+        },
+        description="family → the IP-Adapter files reference images use",
+    )
 
 
 class History(Section):
-    page_size: Annotated[int, Field(ge=1, le=100)] = 10
-    search_budget_ms: PosInt = 200
-    max_query_chars: PosInt = 500
+    """Paging and searching a user's past generations."""
+
+    page_size: Annotated[int, Field(ge=1, le=100)] = Field(10, description="generations per history page")
+    search_budget_ms: PosInt = Field(
+        200, description="milliseconds a history search may run; a broader one is refused"
+    )
+    max_query_chars: PosInt = Field(
+        500, description="longest history search, in characters (a longer one is refused)"
+    )
 
 
 class Discord(Section):
-    command_prefix: str = "!"
-    message_content_intent: bool = False
-    sync_guilds: tuple[int, ...] = ()
-    progress_edit_interval_s: PosFloat = 1.5
-    max_message_chars: Annotated[int, Field(ge=100, le=2000)] = 2000
+    """The Discord front (the token comes only from DISCORD_TOKEN)."""
+
+    command_prefix: str = Field("!", description="prefix of text commands (only with message_content_intent)")
+    message_content_intent: bool = Field(
+        False, description="read message text (privileged intent, enable it in the developer portal)"
+    )
+    sync_guilds: tuple[int, ...] = Field(
+        (), description="guild ids whose slash commands sync at once; empty = sync globally"
+    )
+    progress_edit_interval_s: PosFloat = Field(1.5, description="seconds between edits of a progress message")
+    max_message_chars: Annotated[int, Field(ge=100, le=2000)] = Field(
+        2000, description="longest message the bot sends, in characters; longer replies are split"
+    )
 
 
 class Metrics(Section):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    """The Prometheus /metrics and /healthz server."""
+
+    enabled: bool = Field(True, description="serve /metrics and /healthz")
+    host: str = Field("127.0.0.1", description="address the metrics server listens on")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9464, description="port of the metrics server; 0 = any free port"
+    )
 
 
 class UserPresets(Section):
-    file: str = "presets.toml"  # next to the config file: [[image]] / [[llm]] tables; absent = none
-    image: tuple[dict[str, object], ...] = ()  # image presets written in the config itself
-    llm: tuple[dict[str, object], ...] = ()  # LLM presets written in the config itself
+    """Presets added on top of the shipped ones (prompts/presets.toml)."""
+
+    file: str = Field(
+        "presets.toml",
+        description="TOML file of [[image]] / [[llm]] tables, next to the config file; absent file = none",
+    )
+    image: tuple[dict[str, object], ...] = Field((), description="image presets written in the config itself")
+    llm: tuple[dict[str, object], ...] = Field((), description="LLM presets written in the config itself")
 
 
 class Settings(Section):
-    paths: Paths = Paths()
-    gpu: Gpu = Gpu()
-    generation: Generation = Generation()
-    images: Images = Images()
-    llm: Llm = Llm()
-    agent: Agent = Agent()
-    queue: Queue = Queue()
-    control: Control = Control()
-    history: History = History()
-    discord: Discord = Discord()
-    metrics: Metrics = Metrics()
-    presets: UserPresets = UserPresets()
-    base_dir: str = Field(default=".", exclude=True)
+    """Every setting: one field per section of config.json."""
+
+    paths: Paths = Field(Paths(), description=Paths.__doc__)
+    gpu: Gpu = Field(Gpu(), description=Gpu.__doc__)
+    generation: Generation = Field(Generation(), description=Generation.__doc__)
+    images: Images = Field(Images(), description=Images.__doc__)
+    llm: Llm = Field(Llm(), description=Llm.__doc__)
+    agent: Agent = Field(Agent(), description=Agent.__doc__)
+    queue: Queue = Field(Queue(), description=Queue.__doc__)
+    control: Control = Field(Control(), description=Control.__doc__)
+    history: History = Field(History(), description=History.__doc__)
+    discord: Discord = Field(Discord(), description=Discord.__doc__)
+    metrics: Metrics = Field(Metrics(), description=Metrics.__doc__)
+    presets: UserPresets = Field(UserPresets(), description=UserPresets.__doc__)
+    base_dir: str = Field(
+        default=".", exclude=True, description="folder relative paths start from (set to the config file's)"
+    )
 
     def user_presets_file(self) -> Path:
         """The user presets file (next to the config file unless the path is absolute)."""

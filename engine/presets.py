@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.llm.presets import LlmPreset as RuntimeLlmPreset
+from engine.runtime.llm.presets import LlmPreset as RuntimeLlmPreset
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 Family = Literal["sd15", "sdxl", "flux"]
@@ -39,7 +39,7 @@ class ImagePreset(BaseModel):
 
 
 class LlmPreset(RuntimeLlmPreset):
-    """A stored LLM preset: the runtime fields (engine.llm.presets) with stricter bounds, plus `role`.
+    """A stored LLM preset: the runtime fields (engine.runtime.llm.presets) with stricter bounds, plus `role`.
 
     `model`/`mmproj`: a path (relative ones under paths.models), a file name in `repo` (Hugging Face),
     or "pkg:DIST/relpath" for a file shipped inside an installed Python distribution.

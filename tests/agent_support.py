@@ -129,7 +129,8 @@ class FakeJobWaiter:
             images=[rel],
             parent_id=job.payload.get("source_generation_id"),
         )
-        await jobs.finish(job_id, {"generation_ids": [gen_id], "images": [rel]}, "fake-worker")
+        result = {"generation_id": gen_id, "images": [rel], "seeds": [job.payload["seed"]], "spoilers": [False]}
+        await jobs.finish(job_id, result, "fake-worker")  # the one JobResult shape (engine.jobs.result)
         await asyncio.sleep(0)
         done = await jobs.get(job_id)
         assert done is not None

@@ -28,7 +28,7 @@ def tiny_models_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_sd_path(tiny_models_dir: Path) -> Path:
     """A tiny random SD1.5-family diffusers folder."""
-    from engine.diffusion.testmodels import ensure_tiny_sd
+    from engine.runtime.diffusion.testmodels import ensure_tiny_sd
 
     return ensure_tiny_sd(tiny_models_dir / "tiny-sd15")
 
@@ -36,7 +36,7 @@ def tiny_sd_path(tiny_models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sdxl_path(tiny_models_dir: Path) -> Path:
     """A tiny random SDXL-family diffusers folder (two text encoders)."""
-    from engine.diffusion.testmodels import ensure_tiny_sdxl
+    from engine.runtime.diffusion.testmodels import ensure_tiny_sdxl
 
     return ensure_tiny_sdxl(tiny_models_dir / "tiny-sdxl")
 
@@ -44,7 +44,7 @@ def tiny_sdxl_path(tiny_models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_safety_path(tiny_models_dir: Path) -> Path:
     """A tiny StableDiffusionSafetyChecker + feature extractor folder."""
-    from engine.diffusion.testmodels import ensure_tiny_safety_checker
+    from engine.runtime.diffusion.testmodels import ensure_tiny_safety_checker
 
     return ensure_tiny_safety_checker(tiny_models_dir / "tiny-safety")
 
@@ -52,7 +52,7 @@ def tiny_safety_path(tiny_models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lora_path(tiny_models_dir: Path, tiny_sd_path: Path) -> Path:
     """A random LoRA .safetensors file for the tiny SD unet."""
-    from engine.diffusion.testmodels import write_tiny_lora
+    from engine.runtime.diffusion.testmodels import write_tiny_lora
 
     return write_tiny_lora(tiny_sd_path, tiny_models_dir / "tiny-lora")
 
@@ -60,7 +60,7 @@ def tiny_lora_path(tiny_models_dir: Path, tiny_sd_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_upscaler_path(tiny_models_dir: Path) -> Path:
     """A tiny random x4 StableDiffusionUpscalePipeline folder."""
-    from engine.diffusion.testmodels import ensure_tiny_upscaler
+    from engine.runtime.diffusion.testmodels import ensure_tiny_upscaler
 
     return ensure_tiny_upscaler(tiny_models_dir / "tiny-upscaler")
 
@@ -76,7 +76,7 @@ def tiny_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def _loaded_model(name: str, path: Path, family: str, settings: Settings, safety_path: Path):
-    from engine.diffusion import ClipSafetyChecker, DiffusionModel
+    from engine.runtime.diffusion import ClipSafetyChecker, DiffusionModel
 
     preset = {
         "name": name,

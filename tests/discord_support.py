@@ -12,8 +12,9 @@ from PIL import Image
 
 from bot.discord.bot import AtelierBot
 from engine.config import Discord, Paths, Settings
-from engine.runner import JobRunner
-from engine.services import Services
+from engine.core import Engine
+from engine.jobs.runner import JobRunner
+from engine.jobs.submit import JobSubmitter
 from engine.store import Store
 from engine.store.jobs import JobStore
 from tests.discord_fake import FakeDiscord
@@ -71,7 +72,7 @@ class ScriptedAgent:
 class Env:
     fake: FakeDiscord
     bot: AtelierBot
-    services: Services
+    services: Engine
     agent: ScriptedAgent
     handlers: FastHandlers
     tmp: Path
@@ -101,7 +102,8 @@ async def running_env(tmp: Path, monkeypatch: Any, *, settings: Settings | None 
     runner = JobRunner(
         jobs, None, handlers.map(), settings, "test-worker", poll_s=0.05, progress_interval_s=0.0
     )
-    services = Services(settings, store, None, jobs, runner, None)  # type: ignore[arg-type]
+    submitter = JobSubmitter(jobs, store, settings, runner.wake)
+    services = Engine(settings, store, None, jobs, None, None, runner, submitter)  # type: ignore[arg-type]
     agent = agent or ScriptedAgent()
     bot = AtelierBot(services, agent, guild_ready_timeout=0.05)
     task = asyncio.create_task(bot.start("fake-token"))
@@ -124,7 +126,7 @@ async def running_env(tmp: Path, monkeypatch: Any, *, settings: Settings | None 
 @contextlib.asynccontextmanager
 async def real_bot(tmp: Path, monkeypatch: Any, demo_models: Path, *, max_wall_s: float = 90):
     """A fake Discord and the bot on REAL services (tiny pipeline, runner) with the real SmolLM2 agent."""
-    from bot.runtime import build
+    from bot.app import App
     from engine.config import Agent
 
     settings = Settings(
@@ -135,14 +137,14 @@ async def real_bot(tmp: Path, monkeypatch: Any, demo_models: Path, *, max_wall_s
     fake = FakeDiscord()
     await fake.start()
     fake.patch(monkeypatch)
-    services, agent = await build(settings, demo=True)
-    bot = AtelierBot(services, agent, guild_ready_timeout=0.05)
+    app = await App.start(settings, demo=True)
+    bot = AtelierBot(app.engine, app.agent, guild_ready_timeout=0.05)
     task = asyncio.create_task(bot.start("fake-token"))
     try:
         await asyncio.wait_for(bot.wait_until_ready(), 15)
-        yield fake, bot, services, agent
+        yield fake, bot, app.engine, app.agent
     finally:
         await bot.close()
         await asyncio.gather(task, return_exceptions=True)
-        await services.stop()
+        await app.stop()
         await fake.stop()

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Metrics, Paths, Queue, Settings
-from engine.queue import RemoteQueue, release_orphans, remote_handler
-from engine.runner import JobRunner
+from engine.jobs.runner import JobRunner
+from engine.remote import RemoteQueue, release_orphans, remote_handler
 from engine.store import open_store
 from engine.store.jobs import JobStore
 

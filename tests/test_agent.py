@@ -9,8 +9,9 @@ import pytest
 from bot.agent import Agent, AgentResult
 from bot.budget import approx_count
 from bot.conversation import ChatLine, Turn
-from engine.llm import LlmError, ScriptedChatModel
+from engine.runtime.llm import LlmError
 from tests.agent_support import ALICE, BOB, GUILD, FakeJobWaiter, make_settings, seed_env
+from tests.llm_fakes import ScriptedChatModel
 from tools.context import Attachment
 from tools.orchestrator import Orchestrator
 
@@ -94,7 +95,7 @@ async def test_an_unusable_model_answer_falls_back_to_the_users_words(open_store
 
 async def test_loop_guard_never_runs_an_identical_call_twice(open_store, tmp_path):
     env = await make_env(open_store, tmp_path)
-    too_long = {"prompt": "a cat " * 200}  # keeps the user's words but breaks the 1000-character bound
+    too_long = {"prompt": "a cat " * 300}  # keeps the user's words but breaks the 1500-character bound
     agent, model, orch = agent_for(env, [too_long, too_long])
     result = await agent.run(turn("draw a cat"))
     assert [step_of(s) for s in model.schemas] == ["fill:prompt", "fill:prompt"]

@@ -18,7 +18,7 @@ from bench.eval_env import CHANNEL, USER, png, seed_history
 from bench.eval_env import GUILD as EVAL_GUILD
 from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
-from engine.llm import BadAction, LlamaModel
+from engine.runtime.llm import BadAction, LlamaModel
 from tests.agent_support import ALICE, BOB, GUILD, make_settings, seed_env
 from tools.context import Attachment, Services
 from tools.orchestrator import Orchestrator

@@ -10,9 +10,9 @@ import weakref
 import pytest
 from torch import nn
 
-from engine.arbiter import MIB, Arbiter, ArbiterError, Event, ModelBusy, ModelTooLarge, UnknownModel
 from engine.config import Gpu
-from engine.managed import Managed
+from engine.runtime.arbiter import MIB, Arbiter, ArbiterError, Event, ModelBusy, ModelTooLarge, UnknownModel
+from engine.runtime.managed import Managed
 
 
 class TinyModel:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.arbiter import Arbiter
-from engine.batching import Batcher, DiffusionBatcher, RenderItem
-from engine.diffusion import Cancelled, InvalidRequest
-from engine.diffusion.multi import compat_key, generate_group, images_of
-from engine.queue.backend import local_others
+from engine.core import local_others
+from engine.runtime.arbiter import Arbiter
+from engine.runtime.batching import Batcher, DiffusionBatcher, RenderItem
+from engine.runtime.diffusion import Cancelled, InvalidRequest
+from engine.runtime.diffusion.multi import compat_key, generate_group, images_of
 
 
 def px(image: Image.Image) -> np.ndarray:
@@ -170,7 +170,7 @@ async def test_diffusion_batcher_groups_concurrent_users_through_the_arbiter(tin
 
 
 async def test_local_job_runner_batches_queued_jobs_of_different_users(tiny_sd_model, open_store) -> None:
-    from engine.runner import JobRunner
+    from engine.jobs.runner import JobRunner
     from engine.store.jobs import JobStore
 
     store = await open_store()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.diffusion.png import read_png_meta
+from engine.runtime.diffusion.png import read_png_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 

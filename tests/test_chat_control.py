@@ -9,16 +9,16 @@ from PIL import Image
 
 from bot.chat import HELP, TerminalChat
 from bot.chat_commands import parse_imagine
-from bot.discord.bridge import UserError
-from engine.generate_payloads import GeneratePayload
-from engine.managed import ModelNotAvailable
+from bot.usecases.errors import UserError
+from engine.jobs.payloads import GeneratePayload
+from engine.runtime.managed import ModelNotAvailable
 from tests.agent_support import make_settings, seed_env, write_png
 
 USER = 1
 
 
 class FakeEngine:
-    """The engine.services.Services calls TerminalChat uses: submit, wait, control_preview (+ store, settings)."""
+    """The engine.core.Engine calls TerminalChat uses: submit, wait, control_preview (+ store, settings)."""
 
     def __init__(self, env) -> None:
         self.store, self.jobs, self.settings = env.store, env.jobs, env.settings
@@ -39,7 +39,8 @@ class FakeEngine:
             user_id=job.user_id, guild_id=0, prompt=job.payload["prompt"], seed=1, images=[str(path)],
             params={"user_prompt": job.payload["prompt"]},
         )  # fmt: skip
-        await self.jobs.finish(job_id, {"generation_id": gen_id, "images": [str(path)]}, "fake")
+        result = {"generation_id": gen_id, "images": [str(path)], "seeds": [1], "spoilers": [False]}
+        await self.jobs.finish(job_id, result, "fake")
         return await self.jobs.get(job_id)
 
     async def control_preview(self, kind: str, image: Image.Image) -> Image.Image:
@@ -83,14 +84,14 @@ async def test_imagine_with_control_and_reference_uses_the_attached_image(chat, 
         await chat.command("/imagine a robot --control pose")
     await attach_png(tmp_path, chat)
     out = await chat.command("/imagine a robot --control pose --reference style")
-    payload = chat.services.payloads[-1]
+    payload = chat.engine.payloads[-1]
     path = payload["controls"][0]["image"]
     assert payload["controls"] == [{"type": "openpose", "image": path}]
     assert payload["reference_image"] == path and payload["reference_mode"] == "style"
     assert Image.open(path).size == (30, 20) and Path(out).is_file()
     assert chat.pending == []  # the attachment was used
     await chat.command("/imagine a plain robot")
-    assert "controls" not in chat.services.payloads[-1]
+    assert "controls" not in chat.engine.payloads[-1]
 
 
 async def test_zoom_and_pan_extend_the_last_image(chat):
@@ -99,7 +100,7 @@ async def test_zoom_and_pan_extend_the_last_image(chat):
     await chat.command("/imagine a lighthouse")
     first = chat.last_generation
     await chat.command("/zoom")
-    assert chat.services.payloads[-1] == {
+    assert chat.engine.payloads[-1] == {
         "prompt": "a lighthouse",
         "source_generation_id": first,
         "outpaint": {"direction": "all", "factor": 2.0},
@@ -107,12 +108,12 @@ async def test_zoom_and_pan_extend_the_last_image(chat):
     second = chat.last_generation
     assert second != first
     await chat.command("/pan left 1.25")
-    assert chat.services.payloads[-1]["outpaint"] == {"direction": "left", "factor": 1.25}
-    assert chat.services.payloads[-1]["source_generation_id"] == second  # the newest image
+    assert chat.engine.payloads[-1]["outpaint"] == {"direction": "left", "factor": 1.25}
+    assert chat.engine.payloads[-1]["source_generation_id"] == second  # the newest image
     await chat.command("/pan UP")
-    assert chat.services.payloads[-1]["outpaint"] == {"direction": "up", "factor": 1.5}
+    assert chat.engine.payloads[-1]["outpaint"] == {"direction": "up", "factor": 1.5}
     await chat.command("/zoom 3x")
-    assert chat.services.payloads[-1]["outpaint"]["factor"] == 3.0
+    assert chat.engine.payloads[-1]["outpaint"]["factor"] == 3.0
     for bad, msg in [
         ("/zoom 9", "between 1.1 and 4"),
         ("/zoom lots", "must be a number"),
@@ -129,18 +130,18 @@ async def test_control_shows_the_map_of_the_attached_or_last_image(chat, tmp_pat
         await chat.command("/control canny")
     await attach_png(tmp_path, chat, size=(24, 16))
     out = Path(await chat.command("/control pose"))
-    assert out.is_file() and out.parent == chat.services.settings.path("outputs") / "control"
-    assert Image.open(out).mode == "L" and chat.services.previews == [("openpose", (24, 16))]
+    assert out.is_file() and out.parent == chat.engine.settings.path("outputs") / "control"
+    assert Image.open(out).mode == "L" and chat.engine.previews == [("openpose", (24, 16))]
     assert len(chat.pending) == 1  # still attached for the next /imagine
     chat.pending = []
     await chat.command("/imagine a fox")
     await chat.command("/control depth")
-    assert chat.services.previews[-1] == ("depth", (40, 40))
+    assert chat.engine.previews[-1] == ("depth", (40, 40))
     with pytest.raises(UserError, match="unknown control type 'wings'"):
         await chat.command("/control wings")
     with pytest.raises(UserError, match="usage: /control"):
         await chat.command("/control")
-    chat.services.preview_error = ModelNotAvailable("openpose needs lllyasviel/Annotators (offline)")
+    chat.engine.preview_error = ModelNotAvailable("openpose needs lllyasviel/Annotators (offline)")
     with pytest.raises(UserError, match="Annotators"):
         await chat.command("/control openpose")
 

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from engine.control.controlnet import ControlNetWeights
-from engine.diffusion import InvalidRequest
-from engine.diffusion.guidance import ControlSpec, ReferenceSpec
-from engine.diffusion.multi import compat_key
-from engine.diffusion.pipeline import DiffusionModel
-from engine.queue.protocol import decode_request, encode_request
+from engine.remote.protocol import decode_request, encode_request
+from engine.runtime.control.controlnet import ControlNetWeights
+from engine.runtime.diffusion import InvalidRequest
+from engine.runtime.diffusion.guidance import ControlSpec, ReferenceSpec
+from engine.runtime.diffusion.multi import compat_key
+from engine.runtime.diffusion.pipeline import DiffusionModel
 
 ADAPTER = {"subfolder": "", "weight": "ip-adapter.safetensors", "image_encoder": "image_encoder"}
 
 
 @pytest.fixture(scope="session")
 def control_paths(tiny_models_dir: Path, tiny_sd_path: Path, tiny_sdxl_path: Path) -> dict[str, Path]:
-    from engine.diffusion.testmodels_control import ensure_control_demo_models
+    from engine.runtime.diffusion.testmodels_control import ensure_control_demo_models
 
     return ensure_control_demo_models(tiny_models_dir, tiny_sd_path, tiny_sdxl_path)
 
@@ -64,7 +64,7 @@ def control(net: ControlNetWeights, image: Image.Image, **kw) -> ControlSpec:
 
 
 def test_controlnet_weights_are_managed(net_sd, control_paths) -> None:
-    from engine.managed import Managed
+    from engine.runtime.managed import Managed
 
     assert isinstance(net_sd, Managed) and net_sd.kind == "controlnet" and net_sd.loaded
     assert net_sd.estimate_bytes() > 0
@@ -77,7 +77,7 @@ def test_controlnet_weights_are_managed(net_sd, control_paths) -> None:
 
 
 def test_missing_controlnet_is_a_clear_error(tmp_path) -> None:
-    from engine.managed import ModelNotAvailable
+    from engine.runtime.managed import ModelNotAvailable
 
     net = ControlNetWeights(str(tmp_path / "nope" / "net"), "sd15")
     with pytest.raises(ModelNotAvailable, match="ControlNet .*not found"):
@@ -135,7 +135,7 @@ def test_control_with_img2img_and_inpaint(tiny_sd_model, net_sd) -> None:
 
 
 def test_controls_and_nets_must_match(tiny_sd_model, net_sd) -> None:
-    from engine.diffusion import GenerationFailed
+    from engine.runtime.diffusion import GenerationFailed
 
     req = tiny_sd_model.request(prompt="x", seed=1, safety="off", controls=[control(net_sd, shapes("box"))])
     with pytest.raises(GenerationFailed, match="1 control"):
@@ -189,7 +189,7 @@ def test_reference_with_lora_and_control(tiny_sd_model, net_sd, control_paths, t
 
 
 def test_guided_requests_travel_and_are_never_batched(net_sd, control_paths) -> None:
-    from engine.diffusion.request import GenerationRequest
+    from engine.runtime.diffusion.request import GenerationRequest
 
     ref = reference(control_paths["ip-adapter-sd15"], shapes("disc"), mode="style", scale=0.4)
     req = GenerationRequest(
@@ -210,7 +210,7 @@ def test_guided_requests_travel_and_are_never_batched(net_sd, control_paths) -> 
 
 
 def test_reference_is_refused_for_flux() -> None:
-    from engine.diffusion.request import GenerationRequest
+    from engine.runtime.diffusion.request import GenerationRequest
 
     with pytest.raises(ValueError, match="not flux"):
         GenerationRequest(prompt="x", family="flux", reference=reference(Path("x"), shapes("box")))

@@ -1,4 +1,4 @@
-"""Guided 'generate' jobs end to end: Services -> handler -> preprocessor / ControlNet / IP-Adapter -> PNG + history."""
+"""Guided 'generate' jobs end to end: Engine -> handler -> preprocessor / ControlNet / IP-Adapter -> PNG + history."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from engine.config import Control, Generation, Gpu, Paths, Settings
-from engine.diffusion import InvalidRequest
-from engine.managed import ModelNotAvailable
-from engine.services import Services
+from engine.core import Engine
+from engine.runtime.diffusion import InvalidRequest
+from engine.runtime.managed import ModelNotAvailable
 from engine.store.history import Scope
 
 A, GUILD = 11, 500
@@ -30,7 +30,7 @@ def settings(tmp_path: Path, tiny_models_dir: Path) -> Settings:
 @pytest.fixture
 async def svc(settings, tiny_sd_path, tiny_safety_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    services = await Services.start(settings, demo=True, poll_s=0.05)
+    services = await Engine.start(settings, demo=True, poll_s=0.05)
     yield services
     await services.stop()
 
@@ -49,7 +49,7 @@ def box_image(size: tuple[int, int] = (64, 64)) -> Image.Image:
     return im
 
 
-async def run(svc: Services, **payload):
+async def run(svc: Engine, **payload):
     payload = {"prompt": "a knight", "preset": "demo", "seed": 5} | payload
     job_id = await svc.submit("generate", payload, user_id=A, guild_id=GUILD)
     return await svc.wait(job_id, timeout_s=180)
@@ -171,7 +171,7 @@ async def test_control_preview_service(svc, settings) -> None:
 
 
 def test_unconfigured_controlnet_names_the_config_key(settings) -> None:
-    from engine.control.models import ControlRegistry
+    from engine.runtime.control.models import ControlRegistry
 
     class R:
         pass

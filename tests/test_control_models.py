@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine.diffusion.testmodels_control import (
+from engine.runtime.diffusion.testmodels_control import (
     ensure_control_demo_models,
     ensure_tiny_controlnet,
     ensure_tiny_ip_adapter,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.diffusion import (
+from engine.runtime.diffusion import (
     BlankImage,
     Cancelled,
     ClipSafetyChecker,
@@ -23,7 +23,7 @@ from engine.diffusion import (
     png_bytes,
     read_png_meta,
 )
-from engine.managed import Managed
+from engine.runtime.managed import Managed
 
 
 def px(image: Image.Image) -> np.ndarray:
@@ -90,7 +90,7 @@ def test_batch_image_i_equals_single_run_with_seed_plus_i(tiny_sd_model) -> None
 
 
 def test_every_named_scheduler_runs(tiny_sd_model) -> None:
-    from engine.diffusion import SCHEDULERS
+    from engine.runtime.diffusion import SCHEDULERS
 
     outs = {name: px(run(tiny_sd_model, steps=3, scheduler=name)[0]) for name in SCHEDULERS}
     assert all(o.std() > 5 for o in outs.values())
@@ -167,7 +167,7 @@ def test_cancel_raises_at_next_step_boundary(tiny_sd_model) -> None:
 
 
 def test_family_mismatch_and_limits_are_checked_in_generate(tiny_sd_model) -> None:
-    from engine.diffusion import GenerationRequest
+    from engine.runtime.diffusion import GenerationRequest
 
     with pytest.raises(InvalidRequest, match="preset tiny-sd is sd15"):
         tiny_sd_model.generate(GenerationRequest(prompt="x", width=64, height=64, steps=2, family="sdxl"))
@@ -317,7 +317,7 @@ def test_generated_png_carries_reproducible_metadata(tiny_sd_model) -> None:
 
 @pytest.mark.parametrize("factor", [2, 4])
 def test_configured_upscaler_model_gives_exact_size(tiny_sd_model, tiny_upscaler_path, factor) -> None:
-    from engine.diffusion import UpscalerModel
+    from engine.runtime.diffusion import UpscalerModel
 
     upscaler = UpscalerModel(str(tiny_upscaler_path))
     source = run(tiny_sd_model, seed=2, width=32, height=32)[0]

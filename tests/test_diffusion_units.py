@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from engine.config import Generation
-from engine.diffusion import (
+from engine.runtime.diffusion import (
     ASPECTS,
     BASE_SIDE,
     GenerationFailed,
@@ -23,11 +23,11 @@ from engine.diffusion import (
     read_png_meta,
     save_png,
 )
-from engine.diffusion.errors import BlankImage
-from engine.diffusion.oom import is_oom, run_with_fallback
-from engine.diffusion.safety import apply_policy, blank_reason, check_blank
-from engine.diffusion.schedulers import lms_coefficient
-from engine.diffusion.upscale import feather, tile_starts
+from engine.runtime.diffusion.errors import BlankImage
+from engine.runtime.diffusion.oom import is_oom, run_with_fallback
+from engine.runtime.diffusion.safety import apply_policy, blank_reason, check_blank
+from engine.runtime.diffusion.schedulers import lms_coefficient
+from engine.runtime.diffusion.upscale import feather, tile_starts
 
 GEN = Generation(max_pixels=512 * 512, max_side=768, max_steps=30)
 PRESET = {"name": "p", "model": "x", "family": "sd15", "steps": 12, "cfg": 6.5, "negative": "ugly"}

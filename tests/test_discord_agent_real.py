@@ -10,7 +10,7 @@ import json
 
 from PIL import Image
 
-from engine.diffusion.png import read_png_meta
+from engine.runtime.diffusion.png import read_png_meta
 from tests.discord_support import real_bot
 
 

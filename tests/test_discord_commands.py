@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.diffusion.request import aspect_size
+from engine.runtime.diffusion.request import aspect_size
 from tests.discord_support import running_env
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from PIL import Image
 
 from bot.agent import Agent, AgentResult
-from engine.diffusion.errors import ModelNotAvailable
-from engine.llm import ScriptedChatModel
+from engine.runtime.diffusion.errors import ModelNotAvailable
 from tests.discord_support import ScriptedAgent, make_settings, running_env
+from tests.llm_fakes import ScriptedChatModel
 from tests.test_discord_flows import _ids, _result_message
 from tools.context import Services as ToolServices
 from tools.orchestrator import Orchestrator
@@ -99,9 +99,9 @@ async def test_imagine_control_option_errors_are_ephemeral_and_name_the_option(t
 
 
 async def test_controlmap_sends_the_canny_map_of_a_small_image(tmp_path, monkeypatch):
-    from engine.arbiter import Arbiter
     from engine.config import Control
-    from engine.services import DemoModels, ModelRegistry
+    from engine.runtime.arbiter import Arbiter
+    from engine.runtime.models import DemoModels, ModelRegistry
 
     settings = make_settings(tmp_path).model_copy(update={"control": Control(detect_resolution=64)})
     async with running_env(tmp_path, monkeypatch, settings=settings, start_runner=False) as env:
@@ -179,11 +179,12 @@ async def test_zoom_and_pan_buttons_enqueue_outpaint_jobs_for_the_clicker(tmp_pa
             )
             assert fake.find("POST", rf"{tok}/callback")[0].body["type"] == 5
             kind, payload = env.handlers.runs[before]
+            assert isinstance(payload.pop("seed"), int)  # the seed is drawn once, at submission
             assert kind == "generate" and payload == {
                 "prompt": "a lighthouse", "source_generation_id": gen, "source_index": 0,
                 "outpaint": {"direction": direction, "factor": factor}}  # fmt: skip
             job = (await env.services.jobs.user_jobs(int(who["id"]), ("done",)))[-1]
-            assert job.payload == payload
+            assert {k: v for k, v in job.payload.items() if k != "seed"} == payload
             assert f"atelier:o:{job.id}:all:1" in _ids(final[-1].body["components"])  # zoom again
 
 
@@ -203,7 +204,7 @@ async def test_multi_image_results_get_one_zoom_pan_menu_within_discord_limits(t
         await env.send("INTERACTION_CREATE", click)
         await fake.wait_for(lambda: len(env.handlers.runs) > before, what="outpaint job ran")
         gen = (await env.services.jobs.require(job_id)).result["generation_id"]
-        assert env.handlers.runs[before][1] == {
+        assert {k: v for k, v in env.handlers.runs[before][1].items() if k != "seed"} == {
             "prompt": "four cats", "source_generation_id": gen, "source_index": 2,
             "outpaint": {"direction": "up", "factor": 1.5}}  # fmt: skip
         up = fake.click(msg, f"atelier:u:{job_id}:1")

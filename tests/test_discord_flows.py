@@ -84,6 +84,7 @@ async def test_variation_button_enqueues_a_variation_job_and_posts_it(tmp_path, 
             lambda: (env.handlers.runs[-1][0] == "variation") if len(env.handlers.runs) > 1 else None
         )
         kind, payload = env.handlers.runs[-1]
+        assert isinstance(payload.pop("seed"), int)  # drawn once, at submission
         assert payload == {"generation_id": source.result["generation_id"], "index": 1}
         job = (await env.services.jobs.user_jobs(int(fake.bob["id"]), ("queued", "running", "done")))[-1]
         assert job.kind == "variation"

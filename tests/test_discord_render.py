@@ -12,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bot.discord import bridge, render
+from bot.discord import render
 from bot.discord.bot import AtelierBot
-from bot.discord.ops import token_expired
+from bot.discord.target import token_expired
+from bot.usecases.errors import UserError
+from bot.usecases.jobs import followup_payload, job_output
 from engine.config import Discord, Settings
 
 
@@ -67,18 +69,18 @@ def _job(**kw):
 
 
 def test_followup_payloads_match_the_engine_payload_models():
-    from engine.generate_payloads import GeneratePayload, UpscalePayload, VariationPayload
+    from engine.jobs.payloads import GeneratePayload, UpscalePayload, VariationPayload
 
     job = _job()
-    GeneratePayload.model_validate(bridge.followup_payload("generate", job, None))
-    assert "seed" not in bridge.followup_payload("generate", job, None)
-    assert VariationPayload.model_validate(bridge.followup_payload("variation", job, 1)).index == 1
-    UpscalePayload.model_validate(bridge.followup_payload("upscale", job, 0))
-    with pytest.raises(bridge.UserError, match="no image 3"):
-        bridge.followup_payload("variation", job, 2)
-    with pytest.raises(bridge.UserError, match="is failed"):
-        bridge.followup_payload("upscale", _job(state="failed"), 0)
-    out = bridge.job_output(job)
+    GeneratePayload.model_validate(followup_payload("generate", job, None))
+    assert "seed" not in followup_payload("generate", job, None)
+    assert VariationPayload.model_validate(followup_payload("variation", job, 1)).index == 1
+    UpscalePayload.model_validate(followup_payload("upscale", job, 0))
+    with pytest.raises(UserError, match="no image 3"):
+        followup_payload("variation", job, 2)
+    with pytest.raises(UserError, match="is failed"):
+        followup_payload("upscale", _job(state="failed"), 0)
+    out = job_output(job)
     assert out.spoilers == [False, True] and out.generation_id == 9
 
 

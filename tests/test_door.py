@@ -6,7 +6,7 @@ import pytest
 
 from bot.agent import AgentResult
 from bot.chat import TerminalChat
-from bot.discord.bridge import UserError
+from bot.usecases.errors import UserError
 from engine.config import Images
 from tests.agent_support import make_settings as agent_settings
 from tests.agent_support import seed_env

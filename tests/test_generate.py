@@ -1,10 +1,11 @@
-"""The generation stack end to end: Services -> job queue -> runner -> arbiter -> tiny model -> PNG + history."""
+"""The generation stack end to end: Engine -> job queue -> runner -> arbiter -> tiny model -> PNG + history."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import threading
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ import pytest
 from PIL import Image
 
 from engine.config import Generation, Gpu, Paths, Queue, Settings
-from engine.diffusion import DiffusionModel, read_png_meta
-from engine.generate import record_generation
-from engine.managed import ModelNotAvailable
-from engine.runner import JobContext
-from engine.services import Services, resolve_pkg
+from engine.core import Engine
+from engine.jobs.runner import JobContext
+from engine.runtime.diffusion import DiffusionModel, read_png_meta
+from engine.runtime.diffusion.errors import InvalidRequest
+from engine.runtime.llm.chunks import parse_chunks
+from engine.runtime.managed import ModelNotAvailable
+from engine.runtime.models import resolve_pkg
 from engine.store.history import Scope
 from engine.store.seed import load_shipped
 
@@ -37,12 +40,12 @@ def settings(tmp_path: Path, tiny_models_dir: Path) -> Settings:
 
 @pytest.fixture
 async def start(settings, tiny_sd_path, tiny_safety_path):
-    """Factory: started Services with a global 'tiny' preset; every one is stopped at teardown."""
-    started: list[Services] = []
+    """Factory: started Engine with a global 'tiny' preset; every one is stopped at teardown."""
+    started: list[Engine] = []
 
-    async def make(**kw) -> Services:
+    async def make(**kw) -> Engine:
         kw.setdefault("poll_s", 0.05)
-        svc = await Services.start(kw.pop("settings", settings), **kw)
+        svc = await Engine.start(kw.pop("settings", settings), **kw)
         started.append(svc)
         preset = {**TINY, "model": str(tiny_sd_path), "safety_checker": str(tiny_safety_path)}
         await svc.store.presets.save("image", "tiny", preset)
@@ -69,7 +72,7 @@ def flag_all_checker(tiny_safety_path: Path, tmp_path_factory) -> Path:
     return out
 
 
-async def run(svc: Services, payload: dict, kind: str = "generate", user: int = A, guild: int = GUILD):
+async def run(svc: Engine, payload: dict, kind: str = "generate", user: int = A, guild: int = GUILD):
     job_id = await svc.submit(kind, payload, user_id=user, guild_id=guild)
     return await svc.wait(job_id, timeout_s=120)
 
@@ -79,7 +82,7 @@ def pixels(path: str | Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-async def history_rows(svc: Services) -> list:
+async def history_rows(svc: Engine) -> list:
     return await svc.store.db.fetchall("SELECT * FROM generations ORDER BY id")
 
 
@@ -144,7 +147,7 @@ async def test_style_user_defaults_and_negative_sets_shape_the_stored_prompt(sta
     assert (plain["prompt"], plain["style"], plain["negative"]) == ("a fox", "", "blurry")
 
 
-async def test_bad_requests_fail_once_with_a_message_naming_the_problem(start):
+async def test_bad_requests_are_refused_at_submission_with_a_message_naming_the_problem(start):
     svc = await start()
     cases = [
         ({"prompt": "x", "preset": "tyny"}, ["'tyny'", "tiny"]),
@@ -152,13 +155,14 @@ async def test_bad_requests_fail_once_with_a_message_naming_the_problem(start):
         ({"prompt": "x", "count": 9, "colour": 1}, ["count", "colour"]),
         ({"prompt": "x", "preset": "tiny", "width": 100, "height": 64}, ["100", "multiple of 8"]),
         ({"prompt": "x", "preset": "tiny", "source_generation_id": 999}, ["#999"]),
+        ({"prompt": "x", "preset": "tiny", "steps": 500}, ["steps 500", "limit"]),
     ]
     for payload, words in cases:
-        job = await run(svc, payload)
-        assert job.state == "failed" and job.attempts == 1, (payload, job.state, job.error)
+        with pytest.raises(InvalidRequest) as e:
+            await svc.submit("generate", payload, user_id=A, guild_id=GUILD)
         for word in words:
-            assert word in job.error, (word, job.error)
-    assert await history_rows(svc) == []
+            assert word in str(e.value), (word, str(e.value))
+    assert sum((await svc.jobs.counts()).values()) == 0 and await history_rows(svc) == []  # nothing was queued
 
 
 async def test_variation_has_a_parent_and_upscale_doubles_the_size(start):
@@ -178,8 +182,8 @@ async def test_variation_has_a_parent_and_upscale_doubles_the_size(start):
     assert up.result["parent_id"] == child["generation_id"] and up.result["params"]["mode"] == "upscale"
     rows = await history_rows(svc)
     assert [r["parent_id"] for r in rows] == [None, parent["generation_id"], child["generation_id"]]
-    other_user = await run(svc, {"generation_id": parent["generation_id"]}, kind="variation", user=B, guild=7)
-    assert other_user.state == "failed" and "not visible" in other_user.error
+    with pytest.raises(InvalidRequest, match="not visible"):  # refused at submission, nothing queued
+        await svc.submit("variation", {"generation_id": parent["generation_id"]}, user_id=B, guild_id=7)
 
 
 async def test_uploaded_source_and_mask_inpaint_and_paths_outside_are_refused(start, tmp_path):
@@ -207,7 +211,7 @@ async def test_uploaded_source_and_mask_inpaint_and_paths_outside_are_refused(st
 class Poster:
     """A front's on_done: posts each final job at most once (mark_posted)."""
 
-    def __init__(self, svc: Services) -> None:
+    def __init__(self, svc: Engine) -> None:
         self.svc, self.posted, self.seen = svc, [], []
 
     async def on_done(self, job) -> None:
@@ -250,10 +254,10 @@ async def test_history_row_is_recorded_once_per_job(start):
         "user_id": A, "guild_id": 0, "channel_id": 0, "prompt": "p", "negative": "", "params": {"seeds": [1]},
         "seed": 1, "model": "m", "preset": "tiny", "style": "", "images": [], "parent_id": None,
     }  # fmt: skip
-    first_id, created = await record_generation(svc.store.db, 77, row)
+    first_id, created = await svc.store.history.record_for_job(77, row)
     assert created
-    assert await record_generation(svc.store.db, 77, {**row, "prompt": "other"}) == (first_id, False)
-    assert await record_generation(svc.store.db, 78, row) == (first_id + 1, True)
+    assert await svc.store.history.record_for_job(77, {**row, "prompt": "other"}) == (first_id, False)
+    assert await svc.store.history.record_for_job(78, row) == (first_id + 1, True)
     assert [r["prompt"] for r in await history_rows(svc)] == ["p", "p"]
 
 
@@ -317,6 +321,10 @@ async def test_demo_mode_draws_with_the_tiny_model_and_llm_presets_resolve(start
     assert (job.result["preset"], job.result["model"]) == ("demo", "demo:tiny-sd")
     assert Image.open(job.result["images"][0]).size == (64, 64)
     for preset in load_shipped()["llm"]:  # every shipped LLM preset is valid for the llm runtime
+        if preset.model.startswith("chunks:") and not _installed(parse_chunks(preset.model, "t")[1][0]):
+            with pytest.raises(ModelNotAvailable, match=r"pip install 'atelier\[eval\]'"):
+                await svc.models.llm_preset(preset.name)  # the eval extra is optional: the error says how
+            continue
         runtime = await svc.models.llm_preset(preset.name)
         assert runtime.vision == bool(preset.mmproj)
     llm = await svc.models.llm_model(svc.default_llm_preset)
@@ -325,3 +333,11 @@ async def test_demo_mode_draws_with_the_tiny_model_and_llm_presets_resolve(start
         assert loaded.loaded
     with pytest.raises(ModelNotAvailable, match="pip install no-such-dist"):
         resolve_pkg("pkg:no-such-dist/model.gguf", "test")
+
+
+def _installed(dist_name: str) -> bool:
+    try:
+        distribution(dist_name)
+    except PackageNotFoundError:
+        return False
+    return True

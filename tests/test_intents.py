@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.intents import Intent, detect
-from engine.control import CONTROL_TYPES
+from engine.runtime.control import CONTROL_TYPES
 
 POSE = Intent(control=("openpose",))
 STYLE = Intent(reference="style")

@@ -16,19 +16,19 @@ from PIL import Image
 from pydantic import BaseModel, Field, RootModel
 
 from engine.images import decode_data_uri, to_data_uri
-from engine.llm import (
+from engine.runtime.llm import (
     InvalidMessages,
     LlamaModel,
     LlmError,
     ModelNotLoaded,
     NoVisionProjector,
-    VisionHandlerDouble,
     make_vision_handler,
     validated,
 )
-from engine.llm.gguf import kv_bytes_per_token, read_metadata
-from engine.llm.grammar import cached_count
-from engine.llm.presets import VISION_HANDLERS
+from engine.runtime.llm.gguf import kv_bytes_per_token, read_metadata
+from engine.runtime.llm.grammar import cached_count
+from engine.runtime.llm.presets import VISION_HANDLERS
+from tests.llm_fakes import VisionHandlerDouble
 
 GGUF = Path(
     str(

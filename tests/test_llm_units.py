@@ -1,4 +1,4 @@
-"""engine.llm pieces that need no model: message checks, validation, the scripted fake, presets, GGUF header."""
+"""engine.runtime.llm pieces that need no model: message checks, validation, the scripted fake, presets, GGUF header."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from engine.images import to_data_uri
-from engine.llm import (
+from engine.runtime.llm import (
     BadAction,
     ChatModel,
     InvalidMessages,
@@ -20,15 +20,14 @@ from engine.llm import (
     ModelNotLoaded,
     NoVisionProjector,
     Reply,
-    ScriptedChatModel,
-    ScriptExhausted,
     parse_preset,
     schema_key,
     validated,
 )
-from engine.llm.gguf import estimate_llm_bytes, kv_bytes_per_token, read_metadata
-from engine.llm.messages import check_messages, prepare_images, require_vision
-from engine.managed import Managed, ModelNotAvailable
+from engine.runtime.llm.gguf import estimate_llm_bytes, kv_bytes_per_token, read_metadata
+from engine.runtime.llm.messages import check_messages, prepare_images, require_vision
+from engine.runtime.managed import Managed, ModelNotAvailable
+from tests.llm_fakes import ScriptedChatModel, ScriptExhausted
 
 
 def image_msg(url: str, text: str = "critique this") -> dict:
@@ -211,7 +210,7 @@ def test_schema_key_ignores_key_order():
 def test_hub_presets_download_only_on_load(tmp_path, monkeypatch):
     import huggingface_hub as hf
 
-    from engine.llm.presets import resolve_file
+    from engine.runtime.llm.presets import resolve_file
 
     calls = []
     monkeypatch.setattr(hf, "try_to_load_from_cache", lambda repo, name, cache_dir=None: None)

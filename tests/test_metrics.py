@@ -10,9 +10,9 @@ import urllib.request
 
 import pytest
 
-from engine.arbiter import MIB, Arbiter
+from engine.jobs.runner import JobRunner
 from engine.metrics import Metrics, MetricsServer
-from engine.runner import JobRunner
+from engine.runtime.arbiter import MIB, Arbiter
 from engine.store.jobs import JobStore
 from tests.test_arbiter import TinyModel
 

@@ -146,7 +146,7 @@ def test_pull_resumes_a_dropped_download_with_a_range_request_and_rm_frees_it(tm
         assert not list(partial.parent.glob("*.incomplete"))
 
     engine = at.python(
-        "from pathlib import Path; from engine.llm.presets import LlmPreset, resolve_file\n"
+        "from pathlib import Path; from engine.runtime.llm.presets import LlmPreset, resolve_file\n"
         f"p = LlmPreset(name='q', repo={LLM_REPO!r}, model={GGUF!r}, mmproj={MMPROJ!r})\n"
         f"for f in (p.model, p.mmproj): print(resolve_file(p, f, Path({str(at.models)!r}), download=False, what='x'))",
         {"HF_HUB_OFFLINE": "1"},
@@ -177,7 +177,7 @@ def test_pull_takes_the_files_the_engine_loads_and_rm_keeps_what_others_share(tm
     assert _snapshot_files(at, SD_REPO) == SD_WANTED
     assert _snapshot_files(at, CHECKER_REPO) == CHECKER_WANTED
     engine = at.python(
-        "from engine.diffusion.resolve import resolve_model\n"
+        "from engine.runtime.diffusion.resolve import resolve_model\n"
         f"print(resolve_model({SD_REPO!r}, 'sd15', download=False))\n"
         f"print(resolve_model({CHECKER_REPO!r}, 'checker', download=False, patterns=['*.json', '*.safetensors']))",
         {"HF_HUB_OFFLINE": "1"},

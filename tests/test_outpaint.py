@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.diffusion.errors import InvalidRequest
-from engine.diffusion.outpaint import OutpaintPlan, plan_outpaint, restore
+from engine.runtime.diffusion.errors import InvalidRequest
+from engine.runtime.diffusion.outpaint import OutpaintPlan, plan_outpaint, restore
 
 BIG = {"max_pixels": 4096 * 4096, "max_side": 4096}
 

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from engine.arbiter import Arbiter
-from engine.control import CONTROL_TYPES
-from engine.control.preprocess import (
+from engine.runtime.arbiter import Arbiter
+from engine.runtime.control import CONTROL_TYPES
+from engine.runtime.control.preprocess import (
     SPECS,
     WORKSPACE_BYTES,
     Preprocessor,
     _detect_resolution,
     hub_unreachable,
 )
-from engine.diffusion.errors import GenerationFailed, InvalidRequest
-from engine.managed import Managed, ModelNotAvailable
+from engine.runtime.diffusion.errors import GenerationFailed, InvalidRequest
+from engine.runtime.managed import Managed, ModelNotAvailable
 
 WEIGHTED = ["depth", "openpose", "lineart", "softedge", "scribble"]
 
@@ -188,7 +188,7 @@ def _hed_weights(path: Path) -> Path:
     import torch
 
     import engine  # noqa: F401 - torchvision fix before controlnet_aux
-    from engine.control.preprocess import _aux
+    from engine.runtime.control.preprocess import _aux
 
     _aux()
     from controlnet_aux.hed import ControlNetHED_Apache2
@@ -234,7 +234,7 @@ def test_hed_from_the_hub_cache(tmp_path):
 def test_lineart_from_absolute_folder_and_corrupt_file(tmp_path):
     import torch
 
-    from engine.control.preprocess import _aux
+    from engine.runtime.control.preprocess import _aux
 
     _aux()
     from controlnet_aux.lineart import Generator

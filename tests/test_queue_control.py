@@ -26,7 +26,7 @@ def settings(tmp_path, url, tiny_models_dir):  # noqa: F811
 
 
 async def test_guided_job_renders_on_a_worker(settings, tmp_path, workers, tiny_sd_path) -> None:  # noqa: F811
-    from engine.services import Services
+    from engine.core import Engine
 
     uploads = settings.path("data_dir") / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
@@ -35,7 +35,7 @@ async def test_guided_job_renders_on_a_worker(settings, tmp_path, workers, tiny_
     src.save(uploads / "c.png")
     Image.new("RGB", (32, 32), (250, 90, 10)).save(uploads / "r.png")
     w = workers(write_config(settings, tmp_path / "config.json"), "--demo")
-    svc = await Services.start(settings, demo=True, poll_s=0.05)
+    svc = await Engine.start(settings, demo=True, poll_s=0.05)
     try:
         await w.ready(120)
         base = {"prompt": "a tower", "preset": "demo", "seed": 3}

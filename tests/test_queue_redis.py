@@ -12,9 +12,9 @@ import urllib.request
 import pytest
 import redis.asyncio as aredis
 
-from engine.diffusion.errors import SafetyBlocked
-from engine.queue.protocol import QUEUE, encode_error, raise_error
-from engine.queue.worker import QueueWorker
+from engine.remote.protocol import QUEUE, encode_error, raise_error
+from engine.remote.worker import QueueWorker
+from engine.runtime.diffusion.errors import SafetyBlocked
 from engine.store import open_store
 from engine.store.jobs import JobStore
 from tests.queue_support import REPO, Bot, WorkerProc, make_settings, write_config
@@ -82,8 +82,8 @@ def test_errors_travel_as_the_same_engine_exception() -> None:
     with pytest.raises(SafetyBlocked, match="withheld image 2") as e:
         raise_error(err)
     assert e.value.withheld == [1] and e.value.delivered[0].info["atelier_seed"] == 5
-    from engine.queue import RemoteCrash, RemoteJobFailed
-    from engine.runner import JobFailed
+    from engine.jobs.runner import JobFailed
+    from engine.remote import RemoteCrash, RemoteJobFailed
 
     with pytest.raises(RemoteCrash, match="KeyError"):
         raise_error(encode_error(KeyError("x")))
@@ -254,9 +254,8 @@ async def test_generate_jobs_render_batched_on_a_worker_and_are_recorded_once(
     from PIL import Image
 
     from engine.config import Generation, Gpu
-    from engine.diffusion import DiffusionModel
-    from engine.queue.backend import start_bot_metrics
-    from engine.services import Services
+    from engine.core import Engine
+    from engine.runtime.diffusion import DiffusionModel
 
     base = make_settings(tmp_path, url, batch_window_ms=1000, max_batch=4)
     settings = base.model_copy(
@@ -267,8 +266,8 @@ async def test_generate_jobs_render_batched_on_a_worker_and_are_recorded_once(
         }
     )
     w = workers(write_config(settings, tmp_path / "config.json"), "--demo", "--max-jobs", "4")
-    svc = await Services.start(settings, demo=True, poll_s=0.05)
-    server = await start_bot_metrics(svc, port=0)
+    svc = await Engine.start(settings, demo=True, poll_s=0.05)
+    server = await svc.serve_metrics(port=0)
     try:
         wid = await w.ready(120)
         payload = {

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from engine.arbiter import MIB, Arbiter
 from engine.config import Queue, Settings
-from engine.runner import Cancelled, JobContext, JobFailed, JobRunner
+from engine.jobs.runner import Cancelled, JobContext, JobFailed, JobRunner
+from engine.runtime.arbiter import MIB, Arbiter
 from engine.store.db import Database
 from engine.store.jobs import Job, JobStore
 
@@ -132,18 +132,53 @@ async def test_jobs_run_through_the_arbiter_off_the_event_loop(db) -> None:
     assert sorted(rec.posted) == ids and sorted(j.id for j in rec.done) == ids
 
 
-async def test_progress_is_throttled_recorded_and_the_last_step_always_arrives(db) -> None:
+async def test_progress_reaches_subscribers_latest_first_and_the_store_is_written_sparingly(db) -> None:
     async def generate(job: Job, ctx: JobContext) -> dict:
         await ctx.to_thread(stepper, ctx, 20, 0.01)
         return {}
 
     runner, rec = make_runner(db, {"generate": generate}, progress_interval_s=0.2)
+    writes: list[dict] = []
+    record = runner.jobs.progress
+
+    async def counted(job_id: int, data: dict) -> None:
+        writes.append(data)
+        await record(job_id, data)
+
+    runner.jobs.progress = counted  # type: ignore[method-assign]
     jid = await runner.jobs.enqueue(A, 1, 2, "generate", {})
     await run_all(runner)
     steps = [s for (j, s, t) in rec.progress if j == jid]
-    assert 2 <= len(steps) < 20  # 20 steps of >= 10 ms each, at most one update per 200 ms
     assert steps[0] == 1 and steps[-1] == 20 and steps == sorted(steps)
+    assert len(steps) > len(writes)  # subscribers see what arrives; the store records one step per 200 ms
+    assert 2 <= len(writes) < 20 and writes[-1] == {"step": 20, "total": 20}
     assert (await runner.jobs.get(jid)).progress == {"step": 20, "total": 20}
+
+
+async def test_a_preview_is_never_thrown_away_while_updates_coalesce(db) -> None:
+    previews: list[tuple[int, object]] = []
+
+    class Previews:
+        async def on_progress(self, job_id: int, step: int, total: int, preview: object) -> None:
+            if preview is not None:
+                previews.append((step, preview))
+
+    def burst(ctx: JobContext) -> None:  # previews at 5, 10, 15; the last step has none (as a denoiser's)
+        for step in range(1, 21):
+            ctx.progress(step, 20, f"preview-{step}" if step % 5 == 0 and step < 20 else None)
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        await ctx.to_thread(burst, ctx)
+        return {}
+
+    runner, rec = make_runner(db, {"generate": generate}, progress_interval_s=10)
+    runner.subscribe(Previews())
+    await runner.jobs.enqueue(A, 1, 2, "generate", {})
+    await run_all(runner)
+    assert [j.state for j in rec.done] == ["done"]
+    assert previews, "the latest preview rides along with a later update"
+    assert [p for _, p in previews] == sorted({p for _, p in previews}, key=lambda p: int(p.split("-")[1]))
+    assert all(step >= int(str(p).split("-")[1]) for step, p in previews)
 
 
 async def test_cancel_running_job_is_seen_at_the_next_step(db) -> None:

@@ -13,9 +13,10 @@ from pydantic import ValidationError
 
 from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
-from engine.generate_payloads import GeneratePayload
-from engine.llm import LlamaModel, ScriptedChatModel, grammar_for
+from engine.jobs.payloads import GeneratePayload
+from engine.runtime.llm import LlamaModel, grammar_for
 from tests.agent_support import ALICE, GUILD, make_settings, seed_env
+from tests.llm_fakes import ScriptedChatModel
 from tools.context import Attachment
 from tools.orchestrator import Orchestrator
 from tools.registry import Registry

@@ -13,9 +13,9 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from engine.images import to_data_uri
-from engine.llm import LlamaModel, validated
-from engine.llm.gguf import read_metadata
-from engine.llm.tiny_mmproj import IMAGE_SIZE, PATCH_SIZE, build_tiny_mmproj, ensure_tiny_mmproj
+from engine.runtime.llm import LlamaModel, validated
+from engine.runtime.llm.gguf import read_metadata
+from engine.runtime.llm.tiny_mmproj import IMAGE_SIZE, PATCH_SIZE, build_tiny_mmproj, ensure_tiny_mmproj
 from tests.agent_support import make_settings, seed_env
 from tools.context import Attachment
 from tools.orchestrator import Orchestrator

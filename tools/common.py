@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.store.history import Generation, Scope
-from engine.store.jobs import Job
 from tools.context import ToolContext, ToolError
 
 PROMPT_PREVIEW_CHARS = 300
@@ -57,25 +56,3 @@ def image_file(ctx: ToolContext, stored: str) -> Path:
     raise ToolError(f"the image file of this generation is missing ({stored})")
 
 
-def job_generation_ids(job: Job) -> list[int]:
-    """Generation ids recorded in a finished generate job's result (several result shapes are accepted)."""
-    result = job.result or {}
-    ids: list[int] = []
-    for key in ("generation_ids", "generations"):
-        for item in result.get(key) or []:
-            value = item.get("id") if isinstance(item, dict) else item
-            if isinstance(value, int) and not isinstance(value, bool):
-                ids.append(value)
-    if isinstance(result.get("generation_id"), int):
-        ids.append(result["generation_id"])
-    return list(dict.fromkeys(ids))
-
-
-def job_images(job: Job) -> list[str]:
-    """Image paths recorded in a finished job's result."""
-    result = job.result or {}
-    out = [p for p in result.get("images") or [] if isinstance(p, str)]
-    for item in result.get("generations") or []:
-        if isinstance(item, dict):
-            out += [p for p in item.get("images") or [] if isinstance(p, str)]
-    return list(dict.fromkeys(out))

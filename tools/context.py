@@ -10,19 +10,19 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.config import Settings
-from engine.llm import ChatModel
+from engine.jobs.policy import PermissionDenied, Requester
+from engine.jobs.submit import JobSubmitter
+from engine.runtime.llm import ChatModel
 from engine.store import Store
 from engine.store.jobs import Job, JobNotFound, JobStore
+
+__all__ = ["Attachment", "PermissionDenied", "Services", "ToolContext", "ToolError"]
 
 WaitForJob = Callable[[int, float], Awaitable[Job]]
 
 
 class ToolError(Exception):
     """A failure the user (or the model) can act on; the message is shown as the tool result."""
-
-
-class PermissionDenied(ToolError):
-    """The requester may not use this tool here (guild/role policy)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,11 @@ class Services:
     vision: ChatModel | None = None
     wait_for_job_hook: WaitForJob | None = None
     llm_preset: str = ""
+    submitter: JobSubmitter | None = None  # the engine's (a runner-less one when not given: tests, benches)
+
+    def __post_init__(self) -> None:
+        if self.submitter is None:
+            self.submitter = JobSubmitter(self.jobs, self.store, self.settings, wake=lambda: None)
 
     async def wait_for_job(self, job_id: int, timeout: float) -> Job:
         """The finished job (done, failed or cancelled); the hook when given, else polling the store."""
@@ -83,6 +88,7 @@ class ToolContext:
     attachments: tuple[Attachment, ...] = ()
     replied_generation_id: int | None = None
     reply_to: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # per-turn lookups, read once
 
     def __post_init__(self) -> None:
         if not isinstance(self.user_id, int) or self.user_id <= 0:
@@ -100,3 +106,8 @@ class ToolContext:
     def store(self) -> Store:
         """The SQLite store."""
         return self.services.store
+
+    @property
+    def requester(self) -> Requester:
+        """Who asks, for the engine's job submission and policy checks."""
+        return Requester(self.user_id, self.guild_id, self.channel_id, self.roles)

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.images import BadImage, decode_image, image_limits, to_data_uri
-from engine.llm import BadAction, NoVisionProjector, validated
-from tools.common import image_file, job_generation_ids, job_images, own_scope, usable_generation
+from engine.jobs.result import JobResult
+from engine.runtime.llm import BadAction, NoVisionProjector, validated
+from tools.common import image_file, own_scope, usable_generation
 from tools.context import ToolContext, ToolError
 from tools.prompts import fill, shipped_prompts
 from tools.registry import grammar_safe
@@ -104,16 +105,14 @@ async def _from_job(ctx: ToolContext, job_id: int) -> tuple[bytes | Path, str, i
         job = await ctx.services.wait_for_job(job_id, wait_s)
     except TimeoutError:
         raise ToolError(f"job #{job_id} is not finished yet; try the critique again later") from None
-    if job.state != "done":
+    result = JobResult.of(job)
+    if result is None:
         raise ToolError(f"job #{job_id} {job.state}: {job.error or 'no image was made'}")
-    for gen_id in job_generation_ids(job):
-        gen = await usable_generation(ctx, gen_id)
-        if gen.images:
-            return image_file(ctx, gen.images[0]), gen.prompt, gen.id
-    images = job_images(job)
+    gen = await usable_generation(ctx, result.generation_id)
+    images = gen.images or result.images
     if not images:
         raise ToolError(f"job #{job_id} finished without an image")
-    return image_file(ctx, images[0]), str(job.payload.get("prompt", "")), None
+    return image_file(ctx, images[0]), gen.prompt, gen.id
 
 
 async def _pick_image(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.llm import LlmError, validated
+from engine.runtime.llm import LlmError, validated
 from engine.store.library import UnknownEntry
 from tools.context import ToolContext, ToolError
 from tools.prompts import FamilyRules, fill, shipped_prompts

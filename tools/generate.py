@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from engine.control import CONTROL_TYPES, MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES
-from engine.diffusion.request import ASPECTS
+from engine.runtime.control import CONTROL_TYPES, MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES
+from engine.runtime.diffusion.request import ASPECTS, MAX_SEED, NEGATIVE_MAX_CHARS, PROMPT_MAX_CHARS
 from engine.store.history import Generation
 from tools.common import usable_generation
 from tools.context import ToolContext, ToolError
@@ -29,7 +28,6 @@ Aspect = Literal[tuple(ASPECTS)]  # type: ignore[valid-type]
 ControlType = Literal[CONTROL_TYPES]  # type: ignore[valid-type]
 ReferenceMode = Literal[REFERENCE_MODES]  # type: ignore[valid-type]
 OutpaintDirection = Literal[OUTPAINT_DIRECTIONS]  # type: ignore[valid-type]
-MAX_SEED = 2**32 - 1
 INHERITED_PARAMS = ("steps", "cfg", "scheduler")
 
 
@@ -57,8 +55,8 @@ def _inherit(payload: dict[str, Any], src: Generation) -> None:
 
 async def generate(
     ctx: ToolContext,
-    prompt: Annotated[str, Field(min_length=1, max_length=1000)],
-    negative: Annotated[str, Field(max_length=500)] = "",
+    prompt: Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_CHARS)],
+    negative: Annotated[str, Field(max_length=NEGATIVE_MAX_CHARS)] = "",
     preset: Annotated[str, Choices("preset")] | None = None,
     style: Annotated[str, Choices("style")] | None = None,
     aspect: Aspect | None = None,
@@ -137,17 +135,15 @@ async def generate(
         fields, extra["reference"] = await reference_fields(sources, args)
         payload.update(fields)
     await _check_names(ctx, payload["preset"], payload["style"])
-    if payload["seed"] is None:
-        payload["seed"] = random.randint(0, MAX_SEED)
-    jobs = ctx.services.jobs
-    job_id = await jobs.enqueue(
-        ctx.user_id, ctx.guild_id, ctx.channel_id, "generate", payload, reply_to=dict(ctx.reply_to)
-    )
+    submitter, jobs = ctx.services.submitter, ctx.services.jobs
+    assert submitter is not None  # tools.context.Services always has one
+    job_id = await submitter.submit(ctx.requester, "generate", payload, reply_to=dict(ctx.reply_to))
+    job = await jobs.require(job_id)
     result = {
         "job_ids": [job_id],
         "queue_position": await jobs.position(job_id),
         "prompt": payload["prompt"],
-        "seed": payload["seed"],
+        "seed": job.payload["seed"],  # the job's own (JobSubmitter seeds it when the request did not)
         "preset": payload["preset"],
         "style": payload["style"],
         "count": count,

@@ -17,29 +17,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.diffusion.errors import InvalidRequest
-from engine.images import BadImage
-from engine.llm import LlmError
-from engine.store.history import HistoryQueryError
-from engine.store.jobs import JobError
-from engine.store.library import UnknownEntry
-from tools.context import PermissionDenied, Services, ToolContext, ToolError
+from engine.jobs.policy import PermissionDenied, authorize
+from tools.context import Services, ToolContext
+from tools.errors import USER_ERRORS
 from tools.offer import Offer, offer_for
 from tools.registry import REPLY, Registry, ToolSpec
 from tools.repair import repair
 from tools.whitelist import REGISTRY
 
 log = logging.getLogger(__name__)
-USER_ERRORS = (
-    ToolError,
-    UnknownEntry,
-    HistoryQueryError,
-    JobError,
-    BadImage,
-    LlmError,
-    InvalidRequest,
-    TimeoutError,
-)
 MAX_RESULT_CHARS = 6000
 
 
@@ -80,23 +66,6 @@ def _short_args(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) and len(text) < 500 else {"raw": text}
 
 
-def _role_rule(policy: Any, name: str, roles: tuple[int, ...]) -> str | None:
-    """Why the guild policy forbids tool `name` for these roles (None = allowed). Malformed policy denies."""
-    if not isinstance(policy, dict):
-        return "this server's tool settings are invalid; ask an admin to fix them"
-    rule = policy.get(name, {})
-    if not isinstance(rule, dict):
-        return "this server's tool settings are invalid; ask an admin to fix them"
-    if rule.get("enabled", True) is False:
-        return f"the {name} tool is disabled on this server"
-    deny, allow = set(rule.get("deny_roles") or ()), set(rule.get("allow_roles") or ())
-    if deny & set(roles):
-        return f"your role may not use the {name} tool on this server"
-    if allow and not allow & set(roles):
-        return f"the {name} tool is limited to certain roles on this server"
-    return None
-
-
 class Orchestrator:
     """Validates, authorizes, runs and records tool calls for one deployment."""
 
@@ -114,22 +83,20 @@ class Orchestrator:
         self.recorder = recorder
 
     async def choices(self, ctx: ToolContext) -> dict[str, list[str]]:
-        """DB-backed allowed values for Choices parameters, as this requester sees them."""
-        store = self.services.store
-        presets = await store.presets.list("image", ctx.user_id, ctx.guild_id)
-        return {
-            "style": await store.library.names("style", ctx.guild_id),
-            "preset": [p["name"] for p in presets],
-        }
+        """DB-backed allowed values for Choices parameters, as this requester sees them (read once per turn)."""
+        cached = ctx.memo.get("choices")
+        if cached is None:
+            store = self.services.store
+            presets = await store.presets.list("image", ctx.user_id, ctx.guild_id)
+            cached = ctx.memo["choices"] = {
+                "style": await store.library.names("style", ctx.guild_id),
+                "preset": [p["name"] for p in presets],
+            }
+        return cached
 
     async def authorize(self, ctx: ToolContext, name: str) -> None:
         """PermissionDenied when the guild's policy forbids the tool for the requester's roles."""
-        if not ctx.guild_id:
-            return
-        data = await self.services.store.settings.get("guild", ctx.guild_id)
-        reason = _role_rule(data.get("tools", {}), name, ctx.roles)
-        if reason:
-            raise PermissionDenied(reason)
+        await authorize(self.services.store.settings, ctx.requester, name)
 
     async def execute(self, ctx: ToolContext, action: Any) -> ToolCall:
         """Run a raw {"tool": name, "args": {...}} action; every failure comes back as an error result."""

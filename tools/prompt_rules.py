@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.diffusion.request import ASPECTS
+from engine.runtime.diffusion.request import ASPECTS
 
 EXTRA_ROUTES = ("reply", "explain")  # routes that are not tools: answer in words, explain the last turn
 Text = Annotated[str, Field(min_length=1, max_length=4000)]

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, create_model
 from pydantic.fields import FieldInfo
 
-from engine.llm.grammar import grammar_safe  # noqa: F401  (re-exported: the tools apply it to their schemas)
+from engine.runtime.llm.grammar import grammar_safe  # noqa: F401  (re-exported: the tools apply it to their schemas)
 
 RESERVED = "ctx"
 REPLY = "reply"
@@ -247,10 +247,6 @@ class Registry:
     def get(self, name: str) -> ToolSpec | None:
         """The spec of a whitelisted tool, or None."""
         return self._specs.get(name)
-
-    def choice_kinds(self) -> set[str]:
-        """Every Choices kind some parameter uses."""
-        return {p.choices for s in self.specs for p in s.params if p.choices}
 
     def action_schema(self, choices: ChoiceMap | None = None) -> dict:
         """anyOf one {"tool": const, "args": {...}} per tool plus {"tool": "reply", "text": str}."""

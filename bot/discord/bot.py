@@ -9,11 +9,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import bridge, replies, views
+from bot.agent import Agent
+from bot.discord import conversation, pan, replies, views
 from bot.discord.progress import ProgressPoster
+from engine.core import Engine
 from engine.looplag import LoopWatchdog, Stall
 
 log = logging.getLogger(__name__)
+DYNAMIC_ITEMS = (*views.RESULT_ITEMS, pan.OutpaintButton, pan.OutpaintSelect, conversation.FixButton)
 COGS = ("chat", "imagine", "controlmap", "presets", "styles", "history", "settings", "queue", "help")
 
 
@@ -27,8 +30,8 @@ def intents_for(message_content: bool) -> discord.Intents:
 class AtelierBot(commands.Bot):
     """The Discord front. Cogs stay thin: parse, defer, call the agent/services, render."""
 
-    def __init__(self, services: Any, agent: Any, *, sync_commands: bool = False, **options: Any):
-        self.settings = bridge.settings_of(services)
+    def __init__(self, services: Engine, agent: Agent, *, sync_commands: bool = False, **options: Any):
+        self.settings = services.settings
         d = self.settings.discord
         self.prefix_commands = d.message_content_intent
         options.setdefault("intents", intents_for(d.message_content_intent))
@@ -53,20 +56,18 @@ class AtelierBot(commands.Bot):
             await self.load_extension(f"bot.discord.cogs.{name}")
         if self.prefix_commands:
             await self.load_extension("bot.discord.cogs.prefix")
-        self.add_dynamic_items(*views.dynamic_items())
-        runner = bridge.runner_of(self.services)
-        if runner is not None:
-            self._unsubscribe = runner.subscribe(self.poster)
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self._unsubscribe = self.services.runner.subscribe(self.poster)
         if self.sync_commands:
             await self._sync()
 
     def _observe_lag(self, seconds: float) -> None:
-        metrics = getattr(self.services, "metrics", None)
+        metrics = self.services.metrics
         if metrics is not None:
             metrics.loop_lag.observe(seconds)
 
     def _count_stall(self, stall: Stall) -> None:
-        metrics = getattr(self.services, "metrics", None)
+        metrics = self.services.metrics
         if metrics is not None:
             metrics.loop_stalls.inc()
 

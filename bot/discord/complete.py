@@ -7,7 +7,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.discord import ops
+from bot.usecases import library
 
 
 def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
@@ -19,11 +19,11 @@ def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
 async def presets(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """Image preset names visible to the user that contain what was typed."""
     bot: Any = interaction.client
-    names = await ops.preset_names(bot.services, interaction.user.id, interaction.guild_id or 0)
+    names = await library.preset_names(bot.services, interaction.user.id, interaction.guild_id or 0)
     return _choices(names, current)
 
 
 async def styles(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """Style labels visible in the guild that contain what was typed."""
     bot: Any = interaction.client
-    return _choices(await ops.style_names(bot.services, interaction.guild_id or 0), current)
+    return _choices(await library.style_names(bot.services, interaction.guild_id or 0), current)

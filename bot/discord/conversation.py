@@ -12,15 +12,19 @@ from typing import Any
 import discord
 
 from bot import intents
-from bot.discord import bridge, render, replies, views
-from bot.discord.bridge import Attachment, TurnSpec, UserError
-from bot.discord.progress import Target
+from bot.discord import render, replies
+from bot.discord.target import Target
+from bot.usecases.agent import AgentOutput, Attachment, TurnSpec, run_agent
+from bot.usecases.errors import UserError
 from engine.config import Images
+from engine.core import Engine
+from engine.jobs.result import JobResult
 from tools import uploads
 
 log = logging.getLogger(__name__)
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 _CUSTOM_ID = re.compile(r"^atelier:[a-z]+:([0-9]+)")
+MAX_FIXES = 5
 NO_TEXT = (
     "I got an empty message. Without the message-content intent Discord only shares text that mentions me:"
     " @mention me (or keep the reply ping on) and ask again."
@@ -91,7 +95,7 @@ async def read_images(
     return []
 
 
-async def generation_of(services: Any, message: discord.Message | None) -> int | None:
+async def generation_of(engine: Engine, message: discord.Message | None) -> int | None:
     """The generation id behind one of the bot's result messages (from its button custom_ids)."""
     if message is None:
         return None
@@ -99,8 +103,9 @@ async def generation_of(services: Any, message: discord.Message | None) -> int |
         for child in getattr(row, "children", []):
             m = _CUSTOM_ID.match(getattr(child, "custom_id", None) or "")
             if m and not child.custom_id.startswith("atelier:fix:"):
-                job = await bridge.jobs_of(services).get(int(m.group(1)))
-                return bridge.job_output(job).generation_id if job else None
+                job = await engine.jobs.get(int(m.group(1)))
+                result = JobResult.of(job) if job is not None else None
+                return result.generation_id if result is not None else None
             if m:
                 return int(m.group(1)) or None
     return None
@@ -112,7 +117,7 @@ def image_intent(text: str) -> Any:
 
 
 async def image_source(
-    services: Any, message: discord.Message, chain: list[discord.Message], images: Images
+    engine: Engine, message: discord.Message, chain: list[discord.Message], images: Images
 ) -> tuple[list[Attachment], int | None]:
     """The picture an image-job request is about: its own upload, else the nearest one up the reply chain.
 
@@ -121,7 +126,7 @@ async def image_source(
     if own := await read_images([message], images, own=message):
         return own, None
     for m in reversed(chain):
-        if (gen := await generation_of(services, m)) is not None:
+        if (gen := await generation_of(engine, m)) is not None:
             return [], gen
         if found := await read_images([m], images):
             return found, None
@@ -134,7 +139,7 @@ async def build_turn(bot: Any, message: discord.Message) -> TurnSpec:
     Requests such as "use this pose" or "zoom out" get the replied picture as the turn's image source;
     other turns see the message's or the replied message's images (critique, chat).
     """
-    settings = bridge.settings_of(bot.services)
+    settings = bot.services.settings
     chain = await reply_chain(message, settings.agent.history_turns)
     me = bot.user.id
     text = clean(message.content, me)
@@ -160,18 +165,19 @@ async def build_turn(bot: Any, message: discord.Message) -> TurnSpec:
         conversation=conv,
         attachments=images,
         replied_generation_id=gen,
-        roles=tuple(r.id for r in getattr(message.author, "roles", [])[1:]),
+        roles=replies.role_ids(message.author),
         reply_to={"message_id": message.id, "channel_id": message.channel.id},
     )
 
 
-async def _agent_files(services: Any, out: bridge.AgentOutput, limit: int) -> list[discord.File]:
+async def _agent_files(engine: Engine, out: AgentOutput, limit: int) -> list[discord.File]:
     """The agent's images, minus those of its finished jobs (the poster sends those with buttons)."""
     posted: set[str] = set()
     for job_id in out.job_ids:
-        job = await bridge.jobs_of(services).get(job_id)
-        if job is not None and job.final:
-            posted |= {str(p) for p in bridge.job_output(job).images}
+        job = await engine.jobs.get(job_id)
+        result = JobResult.of(job) if job is not None else None
+        if result is not None:
+            posted |= set(result.images)
     paths = [p for p in out.images if str(p) not in posted]
 
     def load() -> list[discord.File]:
@@ -184,26 +190,26 @@ async def _agent_files(services: Any, out: bridge.AgentOutput, limit: int) -> li
     return await asyncio.to_thread(load) if paths else []
 
 
-def reply_parts(out: bridge.AgentOutput, limit: int) -> list[str]:
+def reply_parts(out: AgentOutput, limit: int) -> list[str]:
     """The agent's text (plus numbered suggestions) split into Discord-sized messages."""
     text = out.text.strip() or ("Done." if out.job_ids or out.images else "…")
     if out.followups:
-        text += "\n\n" + render.followups_text(out.followups, views.MAX_FIXES)
+        text += "\n\n" + render.followups_text(out.followups, MAX_FIXES)
     return render.split_text(text, limit)
 
 
 async def deliver(
-    bot: Any, message: discord.Message, out: bridge.AgentOutput, generation_id: int | None
+    bot: Any, message: discord.Message, out: AgentOutput, generation_id: int | None
 ) -> None:
     """Reply with the agent's text (split), its images and fix buttons; track any jobs it started."""
-    settings = bridge.settings_of(bot.services)
+    settings = bot.services.settings
     parts = reply_parts(out, settings.discord.max_message_chars)
     files = await _agent_files(bot.services, out, settings.images.upload_limit_bytes)
     anchor: discord.Message = message
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         kw: dict[str, Any] = {"files": files} if last and files else {}
-        if last and (v := views.fix_view(generation_id, len(out.followups))):
+        if last and (v := fix_view(generation_id, len(out.followups))):
             kw["view"] = v
         anchor = await anchor.reply(part, mention_author=False, **kw)
     for job_id in out.job_ids:
@@ -219,7 +225,7 @@ async def handle_message(bot: Any, message: discord.Message) -> None:
     try:
         async with message.channel.typing():
             spec = await build_turn(bot, message)
-            out = await bridge.run_agent(bot.agent, spec)
+            out = await run_agent(bot.agent, spec)
     except Exception as e:  # noqa: BLE001 - the user always gets an answer; unexpected errors are logged
         await message.reply(replies.error_text(e), mention_author=False)
         return
@@ -235,7 +241,7 @@ async def apply_fix(interaction: discord.Interaction, generation_id: int, index:
     fix = render.parse_followup(msg.content if msg else "", index)
     if fix is None:
         raise UserError(f"suggestion {index} is no longer on this message")
-    settings = bridge.settings_of(bot.services)
+    settings = bot.services.settings
     source = await _referenced(msg) if msg is not None else None
     images = [] if generation_id else await read_images([source] if source else [], settings.images)
     spec = TurnSpec(
@@ -245,9 +251,10 @@ async def apply_fix(interaction: discord.Interaction, generation_id: int, index:
         channel_id=interaction.channel_id or 0,
         attachments=images,
         replied_generation_id=generation_id or None,
+        roles=replies.role_ids(interaction.user),
         reply_to={"message_id": msg.id if msg else None},
     )
-    out = await bridge.run_agent(bot.agent, spec)
+    out = await run_agent(bot.agent, spec)
     parts = reply_parts(out, settings.discord.max_message_chars)
     await interaction.edit_original_response(content=parts[0])
     for part in parts[1:]:
@@ -256,3 +263,34 @@ async def apply_fix(interaction: discord.Interaction, generation_id: int, index:
         target = Target(interaction.user.id, interaction.channel, label=f"Fix {index}")
         target.message = await interaction.followup.send(f"⏳ Job #{job_id} queued…", wait=True)
         await bot.poster.track(job_id, target)
+
+
+class FixButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:fix:(?P<gen>[0-9]+):(?P<i>[0-9]+)"):
+    """Apply suggestion i of a critique (of generation `gen`, 0 = an uploaded image)."""
+
+    def __init__(self, generation_id: int, index: int):
+        self.generation_id, self.index = generation_id, index
+        cid = f"atelier:fix:{generation_id}:{index}"
+        super().__init__(discord.ui.Button(label=f"Fix {index}", style=discord.ButtonStyle.primary, custom_id=cid))
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> FixButton:
+        return cls(int(match["gen"]), int(match["i"]))
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        try:
+            await apply_fix(interaction, self.generation_id, self.index)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a specific ephemeral message
+            await replies.fail(interaction, replies.error_text(e))
+
+
+def fix_view(generation_id: int | None, n_fixes: int) -> discord.ui.View | None:
+    """Buttons for up to MAX_FIXES suggestions of a critique."""
+    if n_fixes <= 0:
+        return None
+    view = discord.ui.View(timeout=None)
+    for i in range(1, min(n_fixes, MAX_FIXES) + 1):
+        view.add_item(FixButton(generation_id or 0, i))
+    return view

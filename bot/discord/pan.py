@@ -12,7 +12,10 @@ from typing import Any
 
 import discord
 
-from bot.discord import bridge, control, replies
+from bot.discord import replies
+from bot.discord.target import Target
+from bot.usecases import guided
+from bot.usecases.errors import UserError
 
 ROW = 3  # rows 0-2 hold reroll/favorite/info/delete, V1..Vn and U1..Un
 DIRECTIONS = ("all", "left", "right", "up", "down")
@@ -84,7 +87,7 @@ class OutpaintSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"ateli
 
 def add_items(view: discord.ui.View, job_id: int, n_images: int, kind: str) -> None:
     """Add the zoom/pan row to a result view (generations and variations with at least one image)."""
-    if kind not in control.OUTPAINT_KINDS or n_images <= 0:
+    if kind not in guided.OUTPAINT_KINDS or n_images <= 0:
         return
     if n_images == 1:
         for d in DIRECTIONS:
@@ -102,23 +105,17 @@ async def _run(interaction: discord.Interaction, job_id: int, direction: str, in
 
 async def _enqueue(interaction: discord.Interaction, job_id: int, direction: str, index: int) -> None:
     """Defer, then queue the outpaint job for the clicking user and track it in the deferred message."""
-    from bot.discord.progress import Target
-
     bot: Any = interaction.client
     await interaction.response.defer(thinking=True)
-    source = await bridge.jobs_of(bot.services).get(job_id)
+    source = await bot.services.jobs.get(job_id)
     if source is None:
-        raise bridge.UserError(f"job #{job_id} no longer exists")
-    payload = control.outpaint_payload(source, index - 1, direction)
-    new_id = await bridge.submit(
-        bot.services,
-        "generate",
-        payload,
-        user_id=interaction.user.id,
-        guild_id=interaction.guild_id or 0,
-        channel_id=interaction.channel_id or 0,
+        raise UserError(f"job #{job_id} no longer exists")
+    payload = guided.outpaint_payload(source, index - 1, direction)
+    new_id = await bot.services.submit(
+        "generate", payload, user_id=interaction.user.id, guild_id=interaction.guild_id or 0,
+        channel_id=interaction.channel_id or 0, roles=replies.role_ids(interaction.user),
         reply_to={"message_id": interaction.message.id if interaction.message else None},
-    )
+    )  # fmt: skip
     label = f"{WORDS[direction]} of #{source.id} image {index}"
     target = Target(interaction.user.id, interaction.channel, interaction=interaction, label=label)
     await bot.poster.track(new_id, target)

@@ -7,54 +7,34 @@ import contextlib
 import io
 import logging
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import discord
 
-from bot.discord import bridge, render, views
-from bot.discord.ops import token_expired
+from bot.discord import render, views
+from bot.discord.target import Target
+from bot.usecases.jobs import job_prompt
+from engine.core import Engine
+from engine.jobs.result import JobResult
 from engine.store.jobs import Job
 
 log = logging.getLogger(__name__)
 Blob = tuple[bytes, str, bool]  # (data, filename, spoiler)
 
 
-@dataclass
-class Target:
-    """Where a job's message lives: an interaction's original response, or a plain bot message."""
-
-    owner_id: int
-    channel: Any  # a discord Messageable
-    interaction: discord.Interaction | None = None
-    message: discord.Message | None = None
-    reference_id: int | None = None  # what a channel fallback replies to
-    label: str = ""
-    state: render.ProgressState | None = None
-    preview: bytes | None = None
-    dirty: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_edit: float = float("-inf")
-    done: bool = False
-    interim: bool = False  # message is a stand-in created after the token expired
-    editor: asyncio.Task | None = None
-
-    def token_valid(self) -> bool:
-        """True while the interaction token can still edit the original response."""
-        return self.interaction is not None and not token_expired(self.interaction.created_at.timestamp())
-
-
 def _files(blobs: list[Blob]) -> list[discord.File]:
     return [discord.File(io.BytesIO(d), filename=n, spoiler=s) for d, n, s in blobs]
 
 
-def load_result(out: bridge.JobOutput, limit: int) -> list[Blob]:
+def load_result(out: JobResult, limit: int) -> list[Blob]:
     """Read a job's images and fit each under the upload limit (blocking: run in a thread)."""
     blobs = []
-    for i, path in enumerate(out.images):
+    for i, image in enumerate(out.images):
+        path = Path(image)
         data, name = render.fit_upload(path.read_bytes(), limit, path.name)
-        blobs.append((data, name, out.spoilers[i] if i < len(out.spoilers) else False))
+        blobs.append((data, name, out.spoiler(i)))
     return blobs
 
 
@@ -64,7 +44,7 @@ class ProgressPoster:
     def __init__(
         self,
         bot: Any,
-        services: Any,
+        services: Engine,
         *,
         interval_s: float = 1.5,
         queue_refresh_s: float = 5.0,
@@ -88,7 +68,7 @@ class ProgressPoster:
 
     async def track(self, job_id: int, target: Target) -> None:
         """Follow a job in `target`'s message: show its queue position now, then progress and result."""
-        jobs = bridge.jobs_of(self.services)
+        jobs = self.services.jobs
         target.state = render.ProgressState(job_id, target.label, await jobs.position(job_id))
         self.targets[job_id] = target
         if ev := self._waiters.get(job_id):
@@ -137,7 +117,7 @@ class ProgressPoster:
 
     async def _editor(self, job_id: int, t: Target) -> None:
         """Coalesce progress into at most one edit per interval; refresh the queue position while queued."""
-        jobs = bridge.jobs_of(self.services)
+        jobs = self.services.jobs
         while not t.done:
             try:
                 await asyncio.wait_for(t.dirty.wait(), self.queue_refresh_s)
@@ -191,7 +171,7 @@ class ProgressPoster:
 
     async def _finish(self, job: Job) -> None:
         t = self.targets.get(job.id) or await self._wait_target(job)
-        if not await bridge.jobs_of(self.services).mark_posted(job.id):
+        if not await self.services.jobs.mark_posted(job.id):
             return  # another poster (or an earlier run) owns this result
         if t is None:
             t = self._fallback_target(job)
@@ -222,16 +202,16 @@ class ProgressPoster:
 
     async def _post_final(self, t: Target, job: Job) -> None:
         """Deliver the result; retry transient failures, shrink files on 413, fall back to channel.send."""
-        out = bridge.job_output(job)
-        if job.state == "done":
-            text = render.result_text(job.id, job.kind, bridge.job_prompt(job), out.seeds, job.user_id)
+        out = JobResult.of(job)
+        if out is not None:
+            text = render.result_text(job.id, job.kind, job_prompt(job), out.seeds, job.user_id)
             view = views.result_view(job.id, len(out.images), job.kind)
         else:
             text, view = render.failure_text(job.id, job.state, job.error), None
         limit = self._upload_limit(t)
         for attempt in range(self.max_post_attempts):
             try:
-                blobs = await asyncio.to_thread(load_result, out, limit) if job.state == "done" else []
+                blobs = await asyncio.to_thread(load_result, out, limit) if out is not None else []
                 await self._deliver(t, text, blobs, view)
                 return
             except discord.HTTPException as e:
@@ -267,6 +247,6 @@ class ProgressPoster:
                 await interim.delete()
 
     def _upload_limit(self, t: Target) -> int:
-        limit = bridge.settings_of(self.services).images.upload_limit_bytes
+        limit = self.services.settings.images.upload_limit_bytes
         guild = getattr(t.channel, "guild", None)
         return min(limit, guild.filesize_limit) if guild is not None else limit

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from bot.usecases.text import clip
+
 DISCORD_MAX_CHARS = 2000
 FENCE = "```"
 
@@ -74,11 +76,6 @@ def progress_text(s: ProgressState) -> str:
         return f"{head}🎨 Job #{s.job_id} starting…"
     pct = int(100 * s.step / s.total)
     return f"{head}🎨 Job #{s.job_id} {bar(s.step / s.total)} {pct}% (step {s.step}/{s.total})"
-
-
-def clip(text: str, limit: int) -> str:
-    """Shorten text to at most `limit` chars with an ellipsis."""
-    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
 def result_text(job_id: int, kind: str, prompt: str, seeds: list[int], owner_id: int) -> str:

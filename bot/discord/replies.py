@@ -8,38 +8,19 @@ import logging
 import discord
 from discord import app_commands
 
-from bot.discord.bridge import UserError
-from bot.discord.render import clip
-from engine.diffusion.errors import DiffusionError, InvalidRequest, ModelNotAvailable
-from engine.images import BadImage
-from engine.store.history import HistoryQueryError
-from engine.store.jobs import JobError
-from engine.store.library import UnknownEntry
+from bot.usecases.errors import UserError
+from bot.usecases.text import clip
+from tools.errors import USER_ERRORS
 
 log = logging.getLogger(__name__)
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    UserError,
-    UnknownEntry,
-    BadImage,
-    DiffusionError,
-    InvalidRequest,
-    ModelNotAvailable,
-    HistoryQueryError,
-    JobError,
-)
-try:
-    from tools.context import ToolError
-
-    USER_ERRORS += (ToolError,)
-except ImportError:  # pragma: no cover - before tools/ exists
-    pass
+SHOWN = (UserError, *USER_ERRORS)  # errors whose own text the user sees
 
 
 def error_text(error: BaseException) -> str:
     """The message a user sees for an exception: its own text for user errors, a generic line otherwise."""
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
-    if isinstance(error, USER_ERRORS):
+    if isinstance(error, SHOWN):
         return f"⚠️ {clip(str(error), 1900)}"
     if isinstance(error, app_commands.MissingPermissions):
         return f"⚠️ you need the {', '.join(error.missing_permissions)} permission for this"
@@ -84,3 +65,8 @@ async def say_long(interaction: discord.Interaction, text: str, *, ephemeral: bo
 def is_admin(interaction: discord.Interaction) -> bool:
     """True when the user may manage the server (guild-wide presets and styles)."""
     return bool(interaction.guild_id) and interaction.permissions.manage_guild
+
+
+def role_ids(member: object) -> tuple[int, ...]:
+    """The member's role ids without @everyone (the guild's tool policy matches on these); () in DMs."""
+    return tuple(r.id for r in getattr(member, "roles", [])[1:])

@@ -1,7 +1,7 @@
-"""Persistent result buttons (reroll, V1..Vn, U1..Un, favorite, info, delete, zoom/pan) and critique fixes.
+"""Persistent result buttons: reroll, V1..Vn, U1..Un, favorite, info and delete (zoom/pan live in pan.py).
 
-Buttons are DynamicItems keyed by custom_id ("atelier:v:<job_id>:<i>"), registered in setup_hook, so a
-click after a restart is routed by its custom_id alone.
+One DynamicItem per behaviour, keyed by custom_id ("atelier:v:<job_id>:<i>") and registered in setup_hook, so
+a click after a restart is routed by its custom_id alone. Who may click is decided in interaction_check.
 """
 
 from __future__ import annotations
@@ -13,176 +13,210 @@ from typing import Any
 import discord
 
 from bot.agent_text import explain_text
-from bot.discord import bridge, pan, replies
+from bot.discord import pan, replies
+from bot.discord.target import Target
+from bot.usecases.errors import UserError
+from bot.usecases.jobs import followup_payload, job_output
+from engine.jobs.result import JobResult
+from engine.store.jobs import Job
 from tools.prompts import shipped_prompts
 
-ACTIONS = {"r": "generate", "v": "variation", "u": "upscale"}
-MAX_FIXES = 5
+GREY, BLUE, RED = discord.ButtonStyle.secondary, discord.ButtonStyle.primary, discord.ButtonStyle.danger
+LABELS = {"generate": "Reroll", "variation": "Variation", "upscale": "Upscale"}
 
 
-class ResultButton(
-    discord.ui.DynamicItem[discord.ui.Button],
-    template=r"atelier:(?P<action>[rvufid]):(?P<job>[0-9]+)(?::(?P<index>[0-9]+))?",
-):
-    """One button on a finished job's message; `index` is 1-based (V1 = image 1)."""
+def _button(custom_id: str, *, label: str | None = None, emoji: str | None = None,
+            style: discord.ButtonStyle = GREY, row: int | None = None) -> discord.ui.Button:  # fmt: skip
+    return discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id, row=row)
 
-    def __init__(self, action: str, job_id: int, index: int | None = None, *, row: int | None = None):
-        self.action, self.job_id, self.index = action, job_id, index
-        cid = f"atelier:{action}:{job_id}" + (f":{index}" if index is not None else "")
-        label, style, emoji = _look(action, index)
-        super().__init__(discord.ui.Button(label=label, style=style, emoji=emoji, custom_id=cid, row=row))
+
+async def _source(interaction: discord.Interaction, job_id: int) -> Job:
+    source = await interaction.client.services.jobs.get(job_id)  # type: ignore[attr-defined]
+    if source is None:
+        raise UserError(f"job #{job_id} no longer exists")
+    return source
+
+
+async def _guarded(interaction: discord.Interaction, action: Any) -> None:
+    """Run a click's work; every failure becomes a specific ephemeral message."""
+    try:
+        await action
+    except Exception as e:  # noqa: BLE001
+        await replies.fail(interaction, replies.error_text(e))
+
+
+async def _owner_only(interaction: discord.Interaction, job_id: int, what: str) -> bool:
+    """interaction_check for buttons only the image's maker may use: others get an ephemeral refusal."""
+    try:
+        source = await _source(interaction, job_id)
+    except UserError as e:
+        await replies.fail(interaction, replies.error_text(e))
+        return False
+    if source.user_id == interaction.user.id:
+        return True
+    await replies.fail(interaction, replies.error_text(UserError(f"only the person who made this image can {what} it")))
+    return False
+
+
+async def follow_up(interaction: discord.Interaction, job_id: int, kind: str, index: int | None) -> None:
+    """Queue a reroll / variation / upscale of a finished job for the clicking user; track it in place."""
+    bot: Any = interaction.client
+    await interaction.response.defer(thinking=True)
+    source = await _source(interaction, job_id)
+    payload = followup_payload(kind, source, None if index is None else index - 1)
+    new_id = await bot.services.submit(
+        kind, payload, user_id=interaction.user.id, guild_id=interaction.guild_id or 0,
+        channel_id=interaction.channel_id or 0, roles=replies.role_ids(interaction.user),
+        reply_to={"message_id": interaction.message.id if interaction.message else None},
+    )  # fmt: skip
+    label = f"{LABELS[kind]} of #{source.id}" + (f" image {index}" if index else "")
+    await bot.poster.track(new_id, Target(interaction.user.id, interaction.channel, interaction=interaction, label=label))
+
+
+class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:r:(?P<job>[0-9]+)"):
+    """🔄 the same request again with a new seed (anyone may reroll; the new job is theirs)."""
+
+    def __init__(self, job_id: int, *, row: int | None = None):
+        self.job_id = job_id
+        super().__init__(_button(f"atelier:r:{job_id}", emoji="🔄", row=row))
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
-    ) -> ResultButton:
-        index = match["index"]
-        return cls(match["action"], int(match["job"]), int(index) if index else None)
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /) -> RerollButton:  # noqa: E501
+        return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        try:
-            await _dispatch(interaction, self.action, self.job_id, self.index)
-        except Exception as e:  # noqa: BLE001 - every failure becomes a specific ephemeral message
-            await replies.fail(interaction, replies.error_text(e))
+        await _guarded(interaction, follow_up(interaction, self.job_id, "generate", None))
 
 
-class FixButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:fix:(?P<gen>[0-9]+):(?P<i>[0-9]+)"
-):
-    """Apply suggestion i of a critique (of generation `gen`, 0 = an uploaded image)."""
+class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:v:(?P<job>[0-9]+):(?P<index>[0-9]+)"):  # noqa: E501
+    """V<i>: a variation of image i (1-based)."""
 
-    def __init__(self, generation_id: int, index: int):
-        self.generation_id, self.index = generation_id, index
-        cid = f"atelier:fix:{generation_id}:{index}"
-        super().__init__(
-            discord.ui.Button(label=f"Fix {index}", style=discord.ButtonStyle.primary, custom_id=cid)
-        )
+    def __init__(self, job_id: int, index: int, *, row: int | None = None):
+        self.job_id, self.index = job_id, index
+        super().__init__(_button(f"atelier:v:{job_id}:{index}", label=f"V{index}", row=row))
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
-    ) -> FixButton:
-        return cls(int(match["gen"]), int(match["i"]))
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /) -> VariationButton:  # noqa: E501
+        return cls(int(match["job"]), int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        from bot.discord import conversation
-
-        try:
-            await conversation.apply_fix(interaction, self.generation_id, self.index)
-        except Exception as e:  # noqa: BLE001
-            await replies.fail(interaction, replies.error_text(e))
+        await _guarded(interaction, follow_up(interaction, self.job_id, "variation", self.index))
 
 
-def _look(action: str, index: int | None) -> tuple[str | None, discord.ButtonStyle, str | None]:
-    grey, blue, red = discord.ButtonStyle.secondary, discord.ButtonStyle.primary, discord.ButtonStyle.danger
-    return {
-        "r": (None, grey, "🔄"),
-        "v": (f"V{index}", grey, None),
-        "u": (f"U{index}", blue, None),
-        "f": (None, grey, "⭐"),
-        "i": (None, grey, "ℹ️"),
-        "d": (None, red, "🗑️"),
-    }[action]
+class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:u:(?P<job>[0-9]+):(?P<index>[0-9]+)"):  # noqa: E501
+    """U<i>: upscale image i (1-based)."""
+
+    def __init__(self, job_id: int, index: int, *, row: int | None = None):
+        self.job_id, self.index = job_id, index
+        super().__init__(_button(f"atelier:u:{job_id}:{index}", label=f"U{index}", style=BLUE, row=row))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /) -> UpscaleButton:  # noqa: E501
+        return cls(int(match["job"]), int(match["index"]))
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        await _guarded(interaction, follow_up(interaction, self.job_id, "upscale", self.index))
+
+
+class FavoriteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:f:(?P<job>[0-9]+)"):
+    """⭐ save the generation to its maker's favorites (maker only)."""
+
+    def __init__(self, job_id: int, *, row: int | None = None):
+        self.job_id = job_id
+        super().__init__(_button(f"atelier:f:{job_id}", emoji="⭐", row=row))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /) -> FavoriteButton:  # noqa: E501
+        return cls(int(match["job"]))
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await _owner_only(interaction, self.job_id, "favorite")
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        await _guarded(interaction, self._favorite(interaction))
+
+    async def _favorite(self, interaction: discord.Interaction) -> None:
+        gen = job_output(await _source(interaction, self.job_id)).generation_id
+        history = interaction.client.services.store.history  # type: ignore[attr-defined]
+        if not await history.set_favorite(gen, interaction.user.id, True):
+            raise UserError(f"generation #{gen} is no longer in your history")
+        await replies.say(interaction, f"⭐ Saved generation #{gen} to your favorites.")
+
+
+class InfoButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:i:(?P<job>[0-9]+)"):
+    """ℹ️ seeds and parameters, and why the agent made it (ephemeral; anyone may look)."""
+
+    def __init__(self, job_id: int, *, row: int | None = None):
+        self.job_id = job_id
+        super().__init__(_button(f"atelier:i:{job_id}", emoji="ℹ️", row=row))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /) -> InfoButton:  # noqa: E501
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        await _guarded(interaction, self._info(interaction))
+
+    async def _info(self, interaction: discord.Interaction) -> None:
+        source = await _source(interaction, self.job_id)
+        turns = interaction.client.services.store.turns  # type: ignore[attr-defined]
+        await replies.say(interaction, info_text(source, await turns.for_job(source.id, interaction.user.id)))
+
+
+class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:d:(?P<job>[0-9]+)"):
+    """🗑️ delete the message and the generation (maker only)."""
+
+    def __init__(self, job_id: int, *, row: int | None = None):
+        self.job_id = job_id
+        super().__init__(_button(f"atelier:d:{job_id}", emoji="🗑️", style=RED, row=row))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /) -> DeleteButton:  # noqa: E501
+        return cls(int(match["job"]))
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await _owner_only(interaction, self.job_id, "delete")
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        await _guarded(interaction, self._delete(interaction))
+
+    async def _delete(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer()
+        result = JobResult.of(await _source(interaction, self.job_id))
+        if result is not None:
+            await interaction.client.services.store.history.delete(result.generation_id, interaction.user.id)  # type: ignore[attr-defined]  # noqa: E501
+        if interaction.message is not None:
+            await interaction.message.delete()
 
 
 def result_view(job_id: int, n_images: int, kind: str = "generate") -> discord.ui.View:
     """The persistent button grid for a finished job with n_images images."""
     view = discord.ui.View(timeout=None)
     if kind == "generate":
-        view.add_item(ResultButton("r", job_id, row=0))
-    for a in ("f", "i", "d"):
-        view.add_item(ResultButton(a, job_id, row=0))
+        view.add_item(RerollButton(job_id, row=0))
+    for item in (FavoriteButton, InfoButton, DeleteButton):
+        view.add_item(item(job_id, row=0))
+    shown = range(1, min(n_images, 5) + 1)
     if kind != "upscale":
-        for i in range(1, min(n_images, 5) + 1):
-            view.add_item(ResultButton("v", job_id, i, row=1))
-    for i in range(1, min(n_images, 5) + 1):
-        view.add_item(ResultButton("u", job_id, i, row=2))
+        for i in shown:
+            view.add_item(VariationButton(job_id, i, row=1))
+    for i in shown:
+        view.add_item(UpscaleButton(job_id, i, row=2))
     pan.add_items(view, job_id, n_images, kind)
     return view
 
 
-def fix_view(generation_id: int | None, n_fixes: int) -> discord.ui.View | None:
-    """Buttons for up to MAX_FIXES suggestions of a critique."""
-    if n_fixes <= 0:
-        return None
-    view = discord.ui.View(timeout=None)
-    for i in range(1, min(n_fixes, MAX_FIXES) + 1):
-        view.add_item(FixButton(generation_id or 0, i))
-    return view
+RESULT_ITEMS = (RerollButton, VariationButton, UpscaleButton, FavoriteButton, InfoButton, DeleteButton)
 
 
-def dynamic_items() -> tuple[type[discord.ui.DynamicItem], ...]:
-    """Every DynamicItem class the bot must register at startup."""
-    return ResultButton, FixButton, pan.OutpaintButton, pan.OutpaintSelect
-
-
-async def _dispatch(interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
-    bot: Any = interaction.client
-    services = bot.services
-    source = await bridge.jobs_of(services).get(job_id)
-    if source is None:
-        raise bridge.UserError(f"job #{job_id} no longer exists")
-    if action in ACTIONS:
-        await _follow_up(interaction, bot, source, ACTIONS[action], index)
-    elif action == "i":
-        turn = await bridge.store_of(services).turns.for_job(source.id, interaction.user.id)
-        await replies.say(interaction, info_text(source, turn))
-    elif action == "f":
-        await _favorite(interaction, services, source)
-    elif action == "d":
-        await _delete(interaction, services, source)
-
-
-async def _follow_up(
-    interaction: discord.Interaction, bot: Any, source: Any, kind: str, index: int | None
-) -> None:
-    from bot.discord.progress import Target
-
-    await interaction.response.defer(thinking=True)
-    payload = bridge.followup_payload(kind, source, None if index is None else index - 1)
-    job_id = await bridge.submit(
-        bot.services,
-        kind,
-        payload,
-        user_id=interaction.user.id,
-        guild_id=interaction.guild_id or 0,
-        channel_id=interaction.channel_id or 0,
-        reply_to={"message_id": interaction.message.id if interaction.message else None},
-    )
-    label = {"generate": "Reroll", "variation": "Variation", "upscale": "Upscale"}[kind]
-    label += f" of #{source.id}" + (f" image {index}" if index else "")
-    target = Target(interaction.user.id, interaction.channel, interaction=interaction, label=label)
-    await bot.poster.track(job_id, target)
-
-
-def info_text(job: Any, turn: Any = None) -> str:
+def info_text(job: Job, turn: Any = None) -> str:
     """Seed and parameters of a job, for the ℹ️ button; with the agent turn that queued it, why it did."""
-    out = bridge.job_output(job)
+    out = JobResult.of(job)
     params = {k: v for k, v in job.payload.items() if k not in ("source_image", "mask", "reference_image")}
     if params.get("controls"):  # upload paths stay private; type and scale are what the user chose
         params["controls"] = [{k: v for k, v in c.items() if k != "image"} for c in params["controls"]]
-    gen = f" · generation #{out.generation_id}" if out.generation_id is not None else ""
-    seeds = ", ".join(map(str, out.seeds)) or "?"
+    gen = f" · generation #{out.generation_id}" if out is not None else ""
+    seeds = ", ".join(map(str, out.seeds)) if out is not None and out.seeds else "?"
     why = ("\n" + explain_text(shipped_prompts(), turn)[:600]) if turn is not None else ""
     body = json.dumps(params, indent=1)[: 1700 - len(why)]
     return f"Job #{job.id} ({job.kind}){gen} · seeds {seeds}\n```json\n{body}\n```{why}"
-
-
-async def _favorite(interaction: discord.Interaction, services: Any, job: Any) -> None:
-    gen = bridge.job_output(job).generation_id
-    if gen is None:
-        raise bridge.UserError("this result has no saved generation to favorite")
-    if not await bridge.store_of(services).history.set_favorite(gen, interaction.user.id, True):
-        raise bridge.UserError("only the person who made this image can favorite it")
-    await replies.say(interaction, f"⭐ Saved generation #{gen} to your favorites.")
-
-
-async def _delete(interaction: discord.Interaction, services: Any, job: Any) -> None:
-    if interaction.user.id != job.user_id:
-        raise bridge.UserError("only the person who made this image can delete it")
-    await interaction.response.defer()
-    gen = bridge.job_output(job).generation_id
-    if gen is not None:
-        await bridge.store_of(services).history.delete(gen, interaction.user.id)
-    if interaction.message is not None:
-        await interaction.message.delete()

@@ -38,6 +38,10 @@ class Store:
     async def close(self) -> None:
         await self.db.close()
 
+    async def integrity(self) -> list[str]:
+        """SQLite's integrity_check lines (["ok"] for a sound database)."""
+        return [r[0] for r in await self.db.fetchall("PRAGMA integrity_check")]
+
     async def stats(self) -> dict[str, Any]:
         """Counts and sizes for `atelier db stats`."""
 

@@ -162,6 +162,34 @@ class History:
             ),
         )
 
+    async def record_for_job(self, job_id: int, row: dict[str, Any]) -> tuple[int, bool]:
+        """Insert a job's history row unless the job has one: (generation_id, created), in one transaction."""
+        async with self.db.write() as conn:
+            cur = await conn.execute("SELECT generation_id FROM generation_jobs WHERE job_id = ?", (job_id,))
+            found = await cur.fetchone()
+            if found is not None:
+                return int(found[0]), False
+            cur = await conn.execute(
+                "INSERT INTO generations (user_id, guild_id, channel_id, prompt, negative, params, seed, model,"
+                " preset, style, images, parent_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row["user_id"], row["guild_id"], row["channel_id"], row["prompt"], row["negative"],
+                    json.dumps(row["params"], sort_keys=True), row["seed"], row["model"], row["preset"],
+                    row["style"], json.dumps(row["images"]), row["parent_id"], time.time(),
+                ),
+            )  # fmt: skip
+            gen_id = int(cur.lastrowid)
+            await conn.execute("INSERT INTO generation_jobs (job_id, generation_id) VALUES (?, ?)", (job_id, gen_id))
+            return gen_id, True
+
+    async def of_job(self, job_id: int) -> Generation | None:
+        """The generation a job recorded (found after a retry), or None."""
+        row = await self.db.fetchone(
+            "SELECT g.* FROM generation_jobs j JOIN generations g ON g.id = j.generation_id WHERE j.job_id = ?",
+            (job_id,),
+        )
+        return Generation.from_row(row) if row is not None else None
+
     async def get(self, gen_id: int, scope: Scope) -> Generation | None:
         """One generation if the scope may see it."""
         where, args = _scope_sql(scope)

@@ -284,6 +284,11 @@ class JobStore:
         await self._end(job_id, worker_id, state, error=error)
         return (await self.require(job_id)).state
 
+    async def running_ids(self, owner: str) -> list[int]:
+        """Ids of the running jobs whose lease `owner` holds."""
+        rows = await self.db.fetchall("SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ?", (owner,))
+        return [r[0] for r in rows]
+
     async def release(self, job_id: int, worker_id: str) -> bool:
         """Give a running job back to the queue without counting the attempt (graceful shutdown)."""
         return await self._update(

@@ -1,1 +1,1 @@
-"""Thin cogs: each parses options, defers, calls ops/bridge/agent and renders."""
+"""Thin cogs: each parses options, defers, calls a use-case (bot.usecases) or the agent, and renders."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -9,8 +10,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import control
-from engine.control import CONTROL_TYPES
+from bot.discord import render
+from bot.usecases import guided
+from engine.runtime.control import CONTROL_TYPES
 
 
 class ControlMap(commands.Cog):
@@ -22,12 +24,21 @@ class ControlMap(commands.Cog):
     @app_commands.rename(kind="type")
     @app_commands.choices(kind=[app_commands.Choice(name=t, value=t) for t in CONTROL_TYPES])
     async def controlmap(
-        self, interaction: discord.Interaction, image: discord.Attachment, kind: str = control.DEFAULT_CONTROL
+        self, interaction: discord.Interaction, image: discord.Attachment, kind: str = guided.DEFAULT_CONTROL
     ) -> None:
         await interaction.response.defer(thinking=True)
-        data, name = await control.control_map(self.bot.services, kind, image)
+        engine = self.bot.services
+        kind = guided.canonical_type("type", kind)
+        _, img = await guided.read_image(engine, "image", image)
+        result = await guided.control_map(engine, kind, img)
+        limit = engine.settings.images.upload_limit_bytes
+
+        def encode() -> tuple[bytes, str]:
+            return render.fit_upload(render.png_of(result), limit, f"control-{kind}.png")
+
+        data, name = await asyncio.to_thread(encode)
         await interaction.edit_original_response(
-            content=control.control_map_text(kind, image.filename),
+            content=guided.control_map_text(kind, image.filename),
             attachments=[discord.File(io.BytesIO(data), filename=name)],
         )
 

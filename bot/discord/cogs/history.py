@@ -8,7 +8,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import ops, replies
+from bot.discord import replies
+from bot.usecases import account
 
 
 class History(commands.GroupCog, group_name="history", group_description="your past generations"):
@@ -24,7 +25,7 @@ class History(commands.GroupCog, group_name="history", group_description="your p
         server: bool = False,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await ops.history_search(
+        text = await account.history_search(
             self.bot.services, query, interaction.user.id, interaction.guild_id or 0, server
         )
         await replies.say_long(interaction, text)

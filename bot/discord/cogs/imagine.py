@@ -8,12 +8,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import bridge, complete, control, ops
-from bot.discord.progress import Target
-from engine.control import CONTROL_TYPES, REFERENCE_MODES
-from engine.diffusion.request import ASPECTS
-
-MAX_SEED = 2**53 - 1  # Discord integer options are limited to ±2^53
+from bot.discord import complete, replies
+from bot.discord.target import Target
+from bot.usecases import account, guided
+from engine.runtime.control import CONTROL_TYPES, REFERENCE_MODES
+from engine.runtime.diffusion.request import ASPECTS, MAX_SEED, NEGATIVE_MAX_CHARS, PROMPT_MAX_CHARS
 
 
 class Imagine(commands.Cog):
@@ -46,13 +45,13 @@ class Imagine(commands.Cog):
     async def imagine(
         self,
         interaction: discord.Interaction,
-        prompt: app_commands.Range[str, 1, 1500],
+        prompt: app_commands.Range[str, 1, PROMPT_MAX_CHARS],
         preset: app_commands.Range[str, 1, 64] | None = None,
         style: app_commands.Range[str, 1, 64] | None = None,
         aspect: str | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-        negative: app_commands.Range[str, 0, 1000] | None = None,
+        negative: app_commands.Range[str, 0, NEGATIVE_MAX_CHARS] | None = None,
         image: discord.Attachment | None = None,
         control_image: discord.Attachment | None = None,
         control_type: str | None = None,
@@ -63,24 +62,19 @@ class Imagine(commands.Cog):
     ) -> None:
         await interaction.response.defer(thinking=True)
         services = self.bot.services
-        extra = await control.imagine_fields(
+        extra = await guided.imagine_fields(
             services, control_image=control_image, control_type=control_type, control_scale=control_scale,
             reference_image=reference_image, reference_mode=reference_mode, reference_scale=reference_scale,
         )  # fmt: skip
-        init = None
-        if image is not None:
-            limit = bridge.settings_of(services).images.max_input_bytes
-            if image.size > limit:
-                raise bridge.UserError(f"{image.filename} is over the {limit / 2**20:.0f} MB image limit")
-            init = await bridge.save_upload(services, await image.read(), image.filename)
+        init = await guided.save_image(services, "image", image) if image is not None else None
         uid, gid = interaction.user.id, interaction.guild_id or 0
-        payload = await ops.imagine_payload(
+        payload = await account.imagine_payload(
             services, user_id=uid, guild_id=gid, prompt=prompt, preset=preset, style=style,
             aspect=aspect, count=count, seed=seed, negative=negative, init_image=init,
         )  # fmt: skip
-        job_id = await bridge.submit(
-            services, "generate", payload | extra, user_id=uid, guild_id=gid,
-            channel_id=interaction.channel_id or 0, reply_to={"interaction_id": interaction.id},
+        job_id = await services.submit(
+            "generate", payload | extra, user_id=uid, guild_id=gid, channel_id=interaction.channel_id or 0,
+            roles=replies.role_ids(interaction.user), reply_to={"interaction_id": interaction.id},
         )  # fmt: skip
         await self.bot.poster.track(job_id, Target(uid, interaction.channel, interaction=interaction))
 

@@ -8,8 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import complete, ops, replies
-from engine.diffusion.request import ASPECTS
+from bot.discord import complete, replies
+from bot.usecases import library
+from engine.runtime.diffusion.request import ASPECTS
 
 Scope = Literal["user", "guild"]
 
@@ -25,14 +26,14 @@ class Presets(commands.GroupCog, group_name="preset", group_description="image p
     async def list_(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await replies.say_long(
-            interaction, await ops.preset_list(self.bot.services, **self._ids(interaction))
+            interaction, await library.preset_list(self.bot.services, **self._ids(interaction))
         )
 
     @app_commands.command(name="show", description="a preset's settings")
     @app_commands.autocomplete(name=complete.presets)
     async def show(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await ops.preset_show(self.bot.services, name, **self._ids(interaction))
+        text = await library.preset_show(self.bot.services, name, **self._ids(interaction))
         await replies.say_long(interaction, text)
 
     @app_commands.command(name="use", description="make a preset your (or the server's) default")
@@ -41,7 +42,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="image p
         self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64], scope: Scope = "user"
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await ops.preset_use(
+        text = await library.preset_use(
             self.bot.services, name, scope, is_admin=replies.is_admin(interaction), **self._ids(interaction)
         )
         await replies.say(interaction, text)
@@ -62,7 +63,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="image p
         style: app_commands.Range[str, 0, 64] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await ops.preset_save(
+        text = await library.preset_save(
             self.bot.services, name, base=base, scope=scope, is_admin=replies.is_admin(interaction),
             steps=steps, cfg=cfg, aspect=aspect, negative=negative, style=style, **self._ids(interaction),
         )  # fmt: skip
@@ -74,7 +75,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="image p
         self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64], scope: Scope = "user"
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await ops.preset_delete(
+        text = await library.preset_delete(
             self.bot.services, name, scope, is_admin=replies.is_admin(interaction), **self._ids(interaction)
         )
         await replies.say(interaction, text)

@@ -8,8 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import complete, ops, replies
-from engine.diffusion.request import ASPECTS
+from bot.discord import complete, replies
+from bot.usecases import account
+from engine.runtime.diffusion.request import ASPECTS
 
 
 class Settings(commands.Cog):
@@ -31,7 +32,7 @@ class Settings(commands.Cog):
         clear: bool = False,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await ops.settings_update(
+        text = await account.settings_update(
             self.bot.services, interaction.user.id, interaction.guild_id or 0, clear,
             preset=preset, style=style, aspect=aspect, negative=negative, count=count,
         )  # fmt: skip

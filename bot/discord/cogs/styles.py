@@ -8,7 +8,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import complete, ops, replies
+from bot.discord import complete, replies
+from bot.usecases import library
 
 
 class Styles(commands.GroupCog, group_name="style", group_description="prompt styles"):
@@ -19,7 +20,7 @@ class Styles(commands.GroupCog, group_name="style", group_description="prompt st
     async def list_(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await replies.say_long(
-            interaction, await ops.style_list(self.bot.services, interaction.guild_id or 0)
+            interaction, await library.style_list(self.bot.services, interaction.guild_id or 0)
         )
 
     @app_commands.command(name="show", description="a style's template")
@@ -27,7 +28,7 @@ class Styles(commands.GroupCog, group_name="style", group_description="prompt st
     async def show(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await replies.say_long(
-            interaction, await ops.style_show(self.bot.services, name, interaction.guild_id or 0)
+            interaction, await library.style_show(self.bot.services, name, interaction.guild_id or 0)
         )
 
     @app_commands.command(name="add", description="add a style to this server ({prompt} marks the prompt)")
@@ -40,7 +41,7 @@ class Styles(commands.GroupCog, group_name="style", group_description="prompt st
         description: app_commands.Range[str, 0, 200] = "",
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await ops.style_add(
+        text = await library.style_add(
             self.bot.services, name, template, guild_id=interaction.guild_id or 0, user_id=interaction.user.id,
             is_admin=replies.is_admin(interaction), negative=negative, description=description,
         )  # fmt: skip

@@ -1,0 +1,84 @@
+"""The one way a job is submitted, by every front and tool: authorize, validate once, seed, enqueue, wake.
+
+- authorize: the guild's tool policy for the requester's roles (engine/jobs/policy.py);
+- validate: the kind's typed payload (engine/jobs/payloads.py) within the config's limits, and the names it
+  uses (preset, style, earlier generations) as this requester sees them;
+- seed: a job without a seed gets a random one here, once (a retried job redraws the same images);
+- enqueue: the daily quota and per-user limits of the job store; then the runner is woken.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+
+from pydantic import BaseModel, ValidationError
+
+from engine.config import Settings
+from engine.jobs.payloads import PAYLOADS, check_limits
+from engine.jobs.policy import TOOL_OF_KIND, Requester, authorize
+from engine.runtime.diffusion.errors import InvalidRequest
+from engine.runtime.diffusion.request import MAX_SEED, short_errors
+from engine.store import Store
+from engine.store.history import Scope
+from engine.store.jobs import JobStore
+from engine.store.library import UnknownEntry
+
+SEEDED = ("generate", "variation")
+
+
+def validate_payload(kind: str, payload: Mapping[str, object], settings: Settings) -> BaseModel:
+    """The typed payload of a job of `kind`; InvalidRequest naming each bad field or exceeded limit."""
+    model = PAYLOADS.get(kind)
+    if model is None:
+        raise InvalidRequest(f"unknown job kind '{kind}'; known: {', '.join(PAYLOADS)}")
+    try:
+        typed = model.model_validate(dict(payload))
+    except ValidationError as e:
+        raise InvalidRequest(f"invalid {kind} request: {short_errors(e)}") from None
+    check_limits(typed, settings.generation)
+    return typed
+
+
+async def check_names(store: Store, who: Requester, typed: BaseModel) -> None:
+    """InvalidRequest for a preset, style or earlier generation this requester cannot use."""
+    try:
+        if getattr(typed, "preset", None):
+            await store.presets.resolve("image", typed.preset, who.user_id, who.guild_id)
+        if getattr(typed, "style", None):
+            await store.library.get(typed.style, "style", who.guild_id)
+    except UnknownEntry as e:
+        raise InvalidRequest(str(e)) from None
+    scope = Scope(who.user_id, who.guild_id, include_guild=True)
+    for key in ("source_generation_id", "reference_generation_id", "generation_id"):
+        gen_id = getattr(typed, key, None)
+        if gen_id is not None and await store.history.get(gen_id, scope) is None:
+            raise InvalidRequest(f"generation #{gen_id} does not exist or is not visible to you")
+    for c in getattr(typed, "controls", None) or []:
+        if c.source_generation_id is not None and await store.history.get(c.source_generation_id, scope) is None:
+            raise InvalidRequest(f"generation #{c.source_generation_id} does not exist or is not visible to you")
+
+
+class JobSubmitter:
+    """Submits jobs for every front; `wake` tells the local runner there is work (a no-op elsewhere)."""
+
+    def __init__(self, jobs: JobStore, store: Store, settings: Settings, wake: Callable[[], None]):
+        self.jobs = jobs
+        self.store = store
+        self.settings = settings
+        self.wake = wake
+
+    async def submit(
+        self, who: Requester, kind: str, payload: Mapping[str, object], *, reply_to: dict | None = None,
+        priority: int = 0,
+    ) -> int:  # fmt: skip
+        """Authorize, validate, seed and enqueue one job; its id. Raises PermissionDenied, InvalidRequest, JobError."""
+        await authorize(self.store.settings, who, TOOL_OF_KIND.get(kind, kind))
+        typed = validate_payload(kind, payload, self.settings)
+        await check_names(self.store, who, typed)
+        data = typed.model_dump(mode="json", exclude_unset=True)  # what was asked (validated), no filler
+        if kind in SEEDED and data.get("seed") is None:
+            data["seed"] = random.randint(0, MAX_SEED - 4)  # room for a batch of 4: seed, seed+1, ...
+        job_id = await self.jobs.enqueue(who.user_id, who.guild_id, who.channel_id, kind, data, priority, reply_to)
+        self.wake()
+        return job_id

@@ -1,0 +1,1 @@
+"""The model runtime: arbiter, diffusion, LLM, control, batching and the local renderer."""

@@ -1,0 +1,104 @@
+"""Guidance beyond text: ControlNet control maps and an IP-Adapter reference image, as request parts.
+
+A ControlSpec carries an already-preprocessed control map and a reference to ControlNet weights; the weights
+themselves are arbiter clients (engine.runtime.control.controlnet.ControlNetWeights) handed to DiffusionModel.generate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.runtime.control import CONTROL_TYPES, MAX_CONTROLS, control_type
+
+ControlType = Literal[CONTROL_TYPES]  # type: ignore[valid-type]
+
+
+class ControlSpec(BaseModel):
+    """One ControlNet: a control map, the ControlNet weights' reference, its scale and active step range."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
+
+    type: ControlType
+    image: Image.Image
+    model: str = Field(min_length=1)
+    scale: float = Field(default=1.0, ge=0.0, le=2.0)
+    start: float = Field(default=0.0, ge=0.0, le=1.0)
+    end: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, v: Any) -> Any:
+        return control_type(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _range(self) -> ControlSpec:
+        if self.start >= self.end:
+            raise ValueError(f"control {self.type}: start {self.start} must be below end {self.end}")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """JSON-safe description (no image)."""
+        return {
+            "type": self.type,
+            "model": self.model,
+            "scale": self.scale,
+            "start": self.start,
+            "end": self.end,
+        }
+
+
+class ReferenceSpec(BaseModel):
+    """An IP-Adapter reference image: steers the subject (all layers) or only the style (InstantStyle layers)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
+
+    image: Image.Image
+    scale: float = Field(default=0.6, ge=0.0, le=1.5)
+    mode: Literal["subject", "style"] = "subject"
+    adapter: dict[str, str]  # {"model", "subfolder", "weight", "image_encoder"} (engine.config.IpAdapter)
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter(cls, v: dict[str, str]) -> dict[str, str]:
+        missing = [k for k in ("model", "weight", "image_encoder") if not v.get(k)]
+        if missing:
+            raise ValueError(f"the IP-Adapter reference lacks {', '.join(missing)}")
+        return v
+
+    def params(self) -> dict[str, Any]:
+        """JSON-safe description (no image)."""
+        return {"mode": self.mode, "scale": self.scale, "adapter": dict(self.adapter)}
+
+
+def check_controls(controls: list[ControlSpec]) -> None:
+    """ValueError when there are too many ControlNets."""
+    if len(controls) > MAX_CONTROLS:
+        raise ValueError(f"{len(controls)} controls given; at most {MAX_CONTROLS} ControlNets run at once")
+
+
+def control_kwargs(mode: str, controls: list[ControlSpec], size: tuple[int, int]) -> dict[str, Any]:
+    """The ControlNet keyword arguments for a pipeline call (one net: scalars; several: lists)."""
+    maps = [c.image.convert("RGB").resize(size, Image.Resampling.LANCZOS) for c in controls]
+    one = len(controls) == 1
+
+    def pick(values: list[Any]) -> Any:
+        return values[0] if one else values
+
+    key = "image" if mode == "txt2img" else "control_image"
+    return {
+        key: pick(maps),
+        "controlnet_conditioning_scale": pick([c.scale for c in controls]),
+        "control_guidance_start": pick([c.start for c in controls]),
+        "control_guidance_end": pick([c.end for c in controls]),
+    }
+
+
+def style_layers(unet: Any, scale: float) -> dict[str, Any]:
+    """InstantStyle: the reference acts only in the first cross-attention up block (style, not layout)."""
+    for i, block in enumerate(unet.up_blocks):
+        if getattr(block, "attentions", None):
+            return {"up": {f"block_{i}": scale}}
+    raise ValueError("this model has no cross-attention up block for a style-only reference")

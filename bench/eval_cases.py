@@ -7,7 +7,8 @@ One JSON object per line:
 `tool` is the first tool a competent assistant calls (or "reply": no tool). `args` keys:
   prompt_words / query_words / negative_words / focus_words: words that must appear (by word prefix,
   case-insensitive; "cat|chat" lists alternatives); count, aspect, seed, style, preset: exact values;
-  control (list), reference, outpaint: the image modes; uses_image: the call must use the user's image.
+  control (list), reference, outpaint: the image modes; uses_image: the call must use the user's image;
+  edit: true/false when the call must (not) be an instruction edit.
 Arguments a case does not list must stay at their defaults (count 1, no seed, no aspect, no style, ...).
 """
 
@@ -22,11 +23,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CASES_FILE = Path(__file__).with_name("agent_cases.jsonl")
-Tool = Literal["generate", "apply_style", "search_history", "enhance_prompt", "critique", "reply"]
+Tool = Literal["generate", "apply_style", "search_history", "enhance_prompt", "critique", "describe", "reply"]
 Words = list[Annotated[str, Field(min_length=1, max_length=80)]]
 EXACT = ("count", "aspect", "seed", "style", "preset", "reference", "outpaint")
 DEFAULTS: dict[str, Any] = {"count": 1}
-IMAGE_ARGS = ("strength", "source_generation_id", "control", "reference", "outpaint")
+IMAGE_ARGS = ("strength", "source_generation_id", "control", "reference", "outpaint", "edit")
 
 
 class Strict(BaseModel):
@@ -47,6 +48,7 @@ class Expected(Strict):
     reference: Literal["style", "subject"] | None = None
     outpaint: Literal["all", "left", "right", "up", "down"] | None = None
     uses_image: bool = False
+    edit: bool | None = None  # checked only when given: the call is (or is not) an instruction edit
 
 
 class Line(Strict):
@@ -123,8 +125,10 @@ def score_args(case: Case, args: Mapping[str, Any], replied_id: int | None) -> l
         e.control or []
     ):
         problems.append(f"control {args.get('control')!r} != {e.control!r}")
+    if e.edit is not None and bool(args.get("edit")) != e.edit:
+        problems.append(f"edit {bool(args.get('edit'))!r} != {e.edit!r}")
     if case.tool == "generate":
-        used = any(args.get(k) is not None for k in IMAGE_ARGS)
+        used = any(args.get(k) not in (None, False) for k in IMAGE_ARGS)
         if e.uses_image and not used:
             problems.append("does not use the user's image")
         if not e.uses_image and e.control is None and e.reference is None and e.outpaint is None and used:

@@ -27,7 +27,17 @@ from bot.agent_result import AgentResult
 from bot.agent_text import compose, explain_text, outcome, short_args, stopped_text
 from bot.budget import ContextTooSmall
 from bot.conversation import ChatLine, Turn
-from bot.plan import FILLS, Prior, content_words, edits_image, faithful, follow, prefill, prior
+from bot.plan import (
+    FILLS,
+    Prior,
+    content_words,
+    edits_image,
+    faithful,
+    follow,
+    instruction_edit,
+    prefill,
+    prior,
+)
 from bot.steps import ModelSteps, StepInfo, fill_schema, history_messages
 from bot.understand import Facts, read
 from bot.wording import clean_focus
@@ -196,6 +206,8 @@ class Agent:
     def _drafts(self, tool: str, state: _Turn, turn: Turn) -> dict[str, str]:
         f = state.facts
         if tool == "generate":
+            if instruction_edit(f) and self.settings.generation.edit_preset:  # the model follows the words
+                return {"prompt": f.text.strip()}
             if edits_image(f) and state.replied_prompt:
                 return {"prompt": f"{state.replied_prompt}, {f.change}" if f.change else state.replied_prompt}
             draft = f.change if edits_image(f) else f.prompt

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 from bot.agent import Agent
 from bot.runtime import check_models
+from engine.autotag.tagger import AutoTagger, runner_busy
 from engine.config import Settings
 from engine.core import Engine
 from engine.runtime.llm.arbiter_chat import ArbiterChat
+from engine.runtime.llm.spare_chat import SpareChat
 from tools.context import Services as ToolServices
 from tools.orchestrator import Orchestrator
 
@@ -26,11 +28,13 @@ class App:
     engine: Engine
     agent: Agent
     tools: ToolServices
+    tagger: AutoTagger | None = None  # vision auto-tagging (autotag.enabled and a vision model)
 
     @classmethod
     async def start(cls, settings: Settings, *, demo: bool, worker: bool = True) -> App:
         """Build and start everything from settings; ModelNotAvailable when the configured models are missing."""
         engine = await Engine.start(settings, demo=demo, worker=worker)
+        settings = engine.settings  # demo mode names the tiny edit and draft presets
         try:
             await check_models(engine)
             llm = await engine.models.llm_model(engine.default_llm_preset)
@@ -47,8 +51,14 @@ class App:
         except BaseException:
             await engine.stop()
             raise
-        return cls(settings, engine, agent, tools)
+        tagger = None
+        if settings.autotag.enabled and isinstance(vision, ArbiterChat):
+            busy = runner_busy(engine.runner, engine.jobs)
+            tagger = AutoTagger(engine.store, SpareChat(engine.arbiter, vision.model), settings, busy).start()
+        return cls(settings, engine, agent, tools, tagger)
 
     async def stop(self) -> None:
-        """Stop the engine (the runner, the models, the store)."""
+        """Stop the tagger and the engine (the runner, the models, the store)."""
+        if self.tagger is not None:
+            await self.tagger.stop()
         await self.engine.stop()

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot import chat_commands as cc
+from bot import chat_creation, chat_quality, chat_variations
 from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
 from bot.usecases import account, guided, jobs, library
 from bot.usecases.errors import UserError
+from bot.usecases.quality import result_notes
 from engine.config import Settings
 from engine.core import Engine
 from engine.jobs.result import JobResult
@@ -27,7 +29,7 @@ HELP = """Talk in plain language ("a lighthouse in watercolor, moody"). Start a 
 last image ("^ darker"). Commands:
   /imagine PROMPT      queue a generation directly (no LLM); with an /attach'ed image add
                        --control TYPE (canny, depth, openpose, lineart, softedge, scribble; up to 3)
-                       and/or --reference [style|subject]
+                       and/or --reference [style|subject]; --draft for a fast preview
   /attach PATH         attach an image to your next message (or /imagine, /control)
   /zoom [FACTOR]       zoom out of your last image (default 2x, 1.1 to 4)
   /pan DIR [FACTOR]    extend your last image left, right, up or down (default 1.5x)
@@ -94,6 +96,7 @@ class TerminalChat:
             "id": job.id, "state": job.state, "error": job.error,
             "generation_id": res.generation_id if res is not None else None,
             "images": list(res.images) if res is not None else [], "seeds": list(res.seeds) if res is not None else [],
+            "notes": result_notes(res.params) if res is not None else "",
         }  # fmt: skip
 
     async def attach(self, path: str) -> str:
@@ -117,7 +120,13 @@ class TerminalChat:
         name, _, arg = line[1:].partition(" ")
         arg, uid = arg.strip(), self.user_id
         if name == "help":
-            return HELP
+            return HELP + "\n" + chat_creation.HELP + "\n" + chat_quality.HELP + "\n" + chat_variations.HELP
+        if name in chat_creation.COMMANDS:
+            return await chat_creation.run(self, name, arg)
+        if name in chat_quality.COMMANDS:
+            return await chat_quality.run(self, name, arg)
+        if name in chat_variations.COMMANDS:
+            return await chat_variations.run(self, name, arg)
         if name == "attach":
             return await self.attach(arg)
         if name == "imagine":
@@ -147,7 +156,7 @@ class TerminalChat:
         """/imagine PROMPT [--control TYPE] [--reference MODE]: the options use the /attach'ed image."""
         args = cc.parse_imagine(arg)
         payload = await account.imagine_payload(
-            self.engine, user_id=self.user_id, guild_id=0, prompt=args.prompt
+            self.engine, user_id=self.user_id, guild_id=0, prompt=args.prompt, draft=args.draft or None
         )
         payload |= await cc.guided_fields(self.engine.settings, args, self.pending)
         if args.control or args.reference:
@@ -158,7 +167,8 @@ class TerminalChat:
         """Queue a 'generate' job, wait for it, and say where its images are."""
         job_id = await self.engine.submit("generate", payload, user_id=self.user_id)
         job = await self._finish(job_id)
-        return job["error"] or "\n".join(job["images"]) or f"job #{job_id}: {job['state']}"
+        shown = job["error"] or "\n".join(job["images"]) or f"job #{job_id}: {job['state']}"
+        return f"{shown}\n{job['notes']}" if job["notes"] else shown
 
 
 def _render(out: dict[str, Any]) -> str:
@@ -167,6 +177,7 @@ def _render(out: dict[str, Any]) -> str:
         if job["error"]:
             parts.append(f"job #{job['id']} {job['state']}: {job['error']}")
         parts += [f"  image: {p}" for p in job["images"]]
+        parts += [f"  {job['notes']}"] if job.get("notes") else []
     if out["stopped"]:
         parts.append(f"(stopped: {out['stopped']})")
     if out["follow_ups"]:

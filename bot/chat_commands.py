@@ -20,7 +20,7 @@ from engine.runtime.control import CONTROL_TYPES, MAX_CONTROLS, REFERENCE_MODES,
 from engine.runtime.diffusion.errors import InvalidRequest
 from tools.sources import save_upload
 
-IMAGINE_OPTIONS = "/imagine takes --control TYPE (up to 3) and --reference [style|subject]"
+IMAGINE_OPTIONS = "/imagine takes --control TYPE (up to 3), --reference [style|subject] and --draft"
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ImagineArgs:
     prompt: str
     control: list[str] = field(default_factory=list)
     reference: str | None = None
+    draft: bool = False
 
 
 def _control(name: str) -> str:
@@ -62,6 +63,8 @@ def parse_imagine(arg: str) -> ImagineArgs:
                 out.reference = (value or "subject").lower()
                 if out.reference not in REFERENCE_MODES:
                     raise UserError(f"--reference takes {' or '.join(REFERENCE_MODES)}, not '{value}'")
+            elif name == "draft":
+                out.draft = True
             else:
                 raise UserError(f"unknown option {word}; {IMAGINE_OPTIONS}")
         i += 1

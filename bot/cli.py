@@ -8,8 +8,14 @@ import json
 import sys
 from collections.abc import Callable
 
+from bot.check_cmd import add_arguments as add_check_arguments
+from bot.check_cmd import run_check
 from bot.config_cmd import add_arguments as add_config_arguments
 from bot.config_cmd import run_config
+from bot.export_cmd import add_arguments as add_export_arguments
+from bot.export_cmd import run_export
+from bot.web_cmd import add_arguments as add_web_arguments
+from bot.web_cmd import run_keys, run_serve
 from engine.config import ConfigError, Settings, load_settings
 
 
@@ -23,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start the Discord bot (needs DISCORD_TOKEN)")
     run.add_argument("--demo", action="store_true", help="use the offline test models")
+    run.add_argument("--web", action="store_true", help="also serve the web front (web.host:web.port)")
 
     chat = sub.add_parser("chat", help="talk to Atelier in the terminal")
     chat.add_argument("--demo", action="store_true", help="offline test models (images are noise)")
@@ -68,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     rm = msub.add_parser("rm", help="delete presets' downloaded files and say how much was freed")
     rm.add_argument("names", nargs="+", metavar="NAME")
 
+    gallery = sub.add_parser("gallery", help="print a single-use sign-in link to a user's web gallery")
+    gallery.add_argument("--user", type=int, required=True, help="the Discord user id whose gallery to open")
+    gallery.add_argument("--guild", type=int, default=0, help="the guild it is opened from (0 = none)")
+
     doctor = sub.add_parser("doctor", help="check this machine and the config before anything breaks")
     doctor.add_argument("--json", action="store_true", help="one JSON object")
 
@@ -78,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         " the settings in effect (--show), or the README's table of them (--readme).",
     )
     add_config_arguments(config)
+    add_web_arguments(sub)
+    add_export_arguments(sub)
+    add_check_arguments(sub)
     return p
 
 
@@ -107,6 +121,23 @@ async def _db(settings: Settings, args: argparse.Namespace) -> int:
         await store.close()
 
 
+async def _gallery(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier gallery --user ID`: a short-lived single-use login link (the same as /gallery in Discord)."""
+    from bot.usecases import gallery
+    from bot.usecases.errors import UserError
+    from engine.core import Engine
+
+    engine = await Engine.start(settings, worker=False)
+    try:
+        print(gallery.terminal_hint(await gallery.login_link(engine, args.user, args.guild)))
+    except UserError as e:
+        print(f"atelier gallery: {e}", file=sys.stderr)
+        return 2
+    finally:
+        await engine.stop()
+    return 0
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     """`atelier run`: the Discord bot; fails fast without DISCORD_TOKEN or a model."""
     token = settings.discord_token
@@ -124,7 +155,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     discord.utils.setup_logging()
     try:
-        asyncio.run(run_bot(settings, token, demo=args.demo))
+        asyncio.run(run_bot(settings, token, demo=args.demo, web=args.web))
     except ModelNotAvailable as e:
         print(f"atelier run: a model is missing: {e}", file=sys.stderr)
         return 2
@@ -199,6 +230,11 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "worker": _worker,
     "models": _models,
     "config": run_config,
+    "serve": run_serve,
+    "keys": run_keys,
+    "gallery": lambda settings, args: asyncio.run(_gallery(settings, args)),
+    "export": run_export,
+    "check": run_check,
 }
 
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from bot.doctor_advice import Advice, candidates, recommend
+from bot.doctor_limits import vram_limit_report
 from engine.config import ConfigError, Settings, config_path, load_settings
 from engine.runtime.model_files import PresetFiles, human, preset_files, stored_presets
 
@@ -312,6 +313,8 @@ def collect(explicit: str | None) -> tuple[list[Check], Advice, Path]:
     model_checks, stored = asyncio.run(check_models(settings))
     checks = torch_checks[:2] + [check_ram(settings, device), check_llama(device), torch_checks[2]] + checks
     checks += model_checks + [check_redis(settings), check_token()]
+    ok, limits, data = vram_limit_report(settings, stored)
+    checks.append(Check("vram_limits", ok, limits, data=data))
     return checks, advise(settings, device, budget, stored), config_path(explicit)
 
 

@@ -18,7 +18,8 @@ from tools.prompt_rules import Decide
 
 EDIT_STRENGTH = 0.6  # img2img strength for "make it darker" on the user's image: keeps the composition
 EDIT_SIGNAL = "generate: changes the attached or replied image"
-ORDER = ("generate", "search_history", "critique", "enhance_prompt", "apply_style", "reply")
+_REDRAW = re.compile(r"\b(variations?|re-?roll|upscale|again|retry|redo|regenerate|remake|another|vary|more like)\b")
+ORDER = ("generate", "search_history", "critique", "describe", "enhance_prompt", "apply_style", "reply")
 FILLS: dict[str, tuple[str, ...]] = {  # the free-text arguments the model writes for each tool
     "generate": ("prompt",),
     "search_history": ("query",),
@@ -67,6 +68,11 @@ def edits_image(facts: Facts) -> bool:
     return facts.has_image and facts.intent is None and EDIT_SIGNAL in facts.fired
 
 
+def instruction_edit(facts: Facts) -> bool:
+    """True for an edit an instruction model can follow ("make it night"), not a redraw ("again", "2 more")."""
+    return edits_image(facts) and bool(content_words(facts.change)) and not _REDRAW.search(facts.text.lower())
+
+
 def prefill(tool: str, facts: Facts, params: Sequence[str], replied_generation_id: int | None) -> dict[str, Any]:
     """The arguments read from the user's words and the turn's context (the model is not asked for them)."""
     args = {k: v for k, v in facts.args.items() if k in params}
@@ -78,7 +84,9 @@ def prefill(tool: str, facts: Facts, params: Sequence[str], replied_generation_i
                 args["source_generation_id"] = replied_generation_id
             if "strength" in params:
                 args["strength"] = EDIT_STRENGTH
-    if tool == "critique":
+            if "edit" in params and instruction_edit(facts):  # without an edit model the tool does img2img
+                args["edit"] = True
+    if tool in ("critique", "describe"):
         args = {}
     return args
 

@@ -125,6 +125,16 @@ def _count(low: str, number_words: Mapping[str, int]) -> tuple[int | None, tuple
     return None, None
 
 
+def _best_of(low: str, best: re.Match[str], count: int | None, words: Mapping[str, int]) -> int:
+    """How many to draw for "pick the best": "best of N", else the count, else a small number before it, else 4."""
+    nums = "|".join(["[2-4]", *map(re.escape, (w for w, n in words.items() if 2 <= n <= 4))])
+    m = re.search(rf"\b({nums})\b", best.group(0)) or next(
+        iter(re.finditer(rf"\b({nums})\b(?!\s*(?:d\b|k\b|:|x\s?\d))", low[: best.start()])), None
+    )
+    found = count or (int(m.group(1)) if m and m.group(1).isdigit() else words.get(m.group(1), 4) if m else 4)
+    return max(2, min(4, found))
+
+
 def _aspect(low: str, words: Mapping[str, Sequence[str]]) -> tuple[str | None, list[tuple[int, int]]]:
     """An aspect ratio written as numbers ("16:9", "16 by 9") or named ("widescreen"), and every span naming one."""
     found, spans = None, []
@@ -262,6 +272,9 @@ def read(
             removed.append(span)
 
     keep("count", *_count(low, ex.count_words))
+    best = next((m for p in ex.best_of if (m := re.search(p, low))), None)
+    if best is not None:
+        keep("best_of", _best_of(low, best, args.get("count"), ex.count_words), best.span())
     aspect, aspect_spans = _aspect(low, ex.aspect)
     if aspect:
         args["aspect"] = aspect

@@ -10,6 +10,10 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.config_autotag import AutoTag
+from engine.config_quality import Cache, Cost, Scoring
+from engine.config_web import Web
+
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.json"
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -55,6 +59,37 @@ class Gpu(Section):
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto", description="weight precision; auto = float32 on cpu, bfloat16 for FLUX, else float16"
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the denoiser at load and warm it with one step (the load takes longer, "
+        "counted in the arbiter's load time); each new image size or guidance on/off compiles once more",
+    )
+    channels_last: bool = Field(
+        False, description="channels-last memory layout for the UNet and VAE (faster convolutions on GPUs)"
+    )
+    attention: Literal["sdpa", "default"] = Field(
+        "sdpa",
+        description="attention kernel: sdpa = torch scaled_dot_product_attention (flash/memory-efficient on "
+        "GPUs); default = diffusers' plain matmul-softmax processor (slow, reference numerics)",
+    )
+    vae_tiling_over_px: PosInt | None = Field(
+        None,
+        description="decode in VAE tiles when w × h exceeds this; null = only as the out-of-memory fallback. "
+        "Off by default: tiles are blended, so pixels differ from a whole decode (visible on large images)",
+    )
+    fuse_qkv: bool = Field(
+        False,
+        description="fuse the attention q/k/v projections into one matmul where the model supports it "
+        "(unfused while LoRAs are active, which target the separate projections)",
+    )
+    lora_hotswap: bool = Field(
+        False,
+        description="swap LoRA weights in place (diffusers enable_lora_hotswap) so a compiled denoiser is "
+        "not recompiled when LoRAs change; unused slots stay loaded at weight 0",
+    )
+    lora_max_rank: PosInt = Field(
+        64, description="largest LoRA rank that can be hot-swapped (smaller ones are padded to it)"
+    )
 
 
 SafetyPolicy = Literal["block", "spoiler", "off"]  # the one list of safety policies
@@ -76,6 +111,10 @@ class Generation(Section):
     upscaler: str | None = Field(
         None, description="dedicated upscaler model (hub id or path); null = tiled img2img with the preset"
     )
+    edit_preset: str = Field("", description="image preset of instruction edits (Kontext); empty = img2img instead")
+    draft_preset: str = Field("sdxl-turbo", description="image preset of fast drafts (/imagine draft:true)")
+    enhance_preset: str = Field("", description="image preset that enhances a draft; empty = the default preset")
+    enhance_strength: Annotated[float, Field(gt=0, le=1)] = Field(0.55, description="Enhance's img2img strength")
 
 
 class Images(Section):
@@ -268,6 +307,11 @@ class Settings(Section):
     history: History = Field(History(), description=History.__doc__)
     discord: Discord = Field(Discord(), description=Discord.__doc__)
     metrics: Metrics = Field(Metrics(), description=Metrics.__doc__)
+    cache: Cache = Field(Cache(), description=Cache.__doc__)
+    scoring: Scoring = Field(Scoring(), description=Scoring.__doc__)
+    cost: Cost = Field(Cost(), description=Cost.__doc__)
+    web: Web = Field(Web(), description=Web.__doc__)
+    autotag: AutoTag = Field(AutoTag(), description=AutoTag.__doc__)
     presets: UserPresets = Field(UserPresets(), description=UserPresets.__doc__)
     base_dir: str = Field(
         default=".", exclude=True, description="folder relative paths start from (set to the config file's)"

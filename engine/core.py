@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from engine.config import Settings
+from engine.jobs.admission import Admission
 from engine.jobs.handlers import GenerationHandlers
 from engine.jobs.policy import Requester
 from engine.jobs.runner import JobRunner
@@ -76,6 +77,10 @@ class Engine:
         concurrency: int | None = None, budget_bytes: int | None = None, poll_s: float = 0.5,
     ) -> Engine:  # fmt: skip
         """Build every part from settings and start the runner (worker=False: build only)."""
+        if demo:
+            from engine.jobs.creation import demo_settings
+
+            settings = demo_settings(settings)  # the tiny edit and draft presets
         store = await open_store(settings)
         arbiter = Arbiter(settings.gpu, budget_bytes=budget_bytes)
         remote: RemoteQueue | None = None
@@ -102,6 +107,7 @@ class Engine:
                                concurrency=concurrency or settings.queue.max_batch, poll_s=poll_s)  # fmt: skip
             runner_box.append(runner)
             submitter = JobSubmitter(jobs, store, settings, runner.wake)
+            submitter.admission = Admission(store, settings, arbiter, preset)
             engine = cls(settings, store, arbiter, jobs, models, renderer, runner, submitter, demo, remote)
             runner.subscribe(engine._waiters)
             if remote is not None:

@@ -9,13 +9,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.runtime.llm.presets import LlmPreset as RuntimeLlmPreset
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
-Family = Literal["sd15", "sdxl", "flux"]
+Family = Literal["sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus"]  # the last three edit
 
 
 class LoraRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     path: Annotated[str, Field(min_length=1, max_length=500)]
     scale: Annotated[float, Field(ge=-2.0, le=2.0)] = 1.0
+
+
+class EmbeddingRef(BaseModel):
+    """A textual-inversion embedding file and the prompt token it is bound to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: Annotated[str, Field(min_length=1, max_length=500)]
+    token: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S+$")]
 
 
 class ImagePreset(BaseModel):
@@ -33,6 +41,8 @@ class ImagePreset(BaseModel):
     negative: str = ""  # a negative-set label from the library, or literal text
     style: str = ""
     loras: tuple[LoraRef, ...] = ()
+    embeddings: tuple[EmbeddingRef, ...] = ()  # write the token in a prompt or negative to use one
+    vae: Annotated[str, Field(max_length=500)] | None = None  # an alternative VAE (path or hub id)
     safety_checker: str | None = None  # a path or hub id; None = the CompVis checker
     vram_mb: Annotated[int, Field(ge=0)] | None = None  # peak GPU memory at the default size (doctor's advice)
     description: Annotated[str, Field(max_length=300)] = ""

@@ -108,10 +108,13 @@ async def test_preprocessor_without_weights_fails_the_job_clearly(svc, settings)
 
 
 async def test_bad_control_payloads_fail_with_the_field(svc, settings) -> None:
-    job = await run(svc, controls=[{"type": "canny"}])
-    assert job.state == "failed" and "exactly one of image or source_generation_id" in job.error
-    job = await run(svc, controls=[{"type": "x-ray", "image": "a.png"}])
-    assert job.state == "failed" and "unknown control type 'x-ray'" in job.error
+    # the contract is checked once, at submission: a malformed control is refused and no job is queued
+    with pytest.raises(InvalidRequest, match="exactly one of image or source_generation_id"):
+        await run(svc, controls=[{"type": "canny"}])
+    with pytest.raises(InvalidRequest, match="unknown control type 'x-ray'"):
+        await run(svc, controls=[{"type": "x-ray", "image": "a.png"}])
+    assert await svc.jobs.user_jobs(A, ("queued", "running", "done", "failed", "cancelled")) == []
+    # where the file lives is known only when the job reads it: that fails the job with the reason
     outside = Path(settings.path("data_dir")).parent / "elsewhere.png"
     box_image().save(outside)
     job = await run(svc, controls=[{"type": "canny", "image": str(outside)}])
@@ -157,8 +160,9 @@ async def test_outpaint_grows_the_canvas_and_keeps_the_original(svc, direction, 
 
 
 async def test_outpaint_needs_a_source(svc) -> None:
-    job = await run(svc, outpaint={"direction": "left"})
-    assert job.state == "failed" and "outpaint needs a source image" in job.error
+    with pytest.raises(InvalidRequest, match="outpaint needs a source image"):
+        await run(svc, outpaint={"direction": "left"})
+    assert await svc.jobs.user_jobs(A, ("queued", "running", "done", "failed", "cancelled")) == []
 
 
 async def test_control_preview_service(svc, settings) -> None:

@@ -11,6 +11,7 @@ from engine.runtime.diffusion.request import ASPECTS, MAX_SEED, NEGATIVE_MAX_CHA
 from engine.store.history import Generation
 from tools.common import usable_generation
 from tools.context import ToolContext, ToolError
+from tools.editing import FALLBACK_NOTE, FALLBACK_STRENGTH, edit_available, edit_fields
 from tools.registry import Choices
 from tools.sources import (
     DEFAULT_OUTPAINT_FACTOR,
@@ -72,6 +73,8 @@ async def generate(
     reference_generation_id: Annotated[int, Field(ge=1)] | None = None,
     outpaint: OutpaintDirection | None = None,
     outpaint_factor: Annotated[float, Field(ge=OUTPAINT_FACTORS[0], le=OUTPAINT_FACTORS[1])] | None = None,
+    edit: bool = False,
+    best_of: Annotated[int, Field(ge=2, le=4)] | None = None,
 ) -> dict:
     """Queue an image generation (text-to-image, or img2img from an earlier image).
 
@@ -93,10 +96,13 @@ async def generate(
         reference_generation_id: Earlier generation to use as the reference; omit to use the attached or replied image.
         outpaint: Zoom out (all) or extend the image to the left, right, up or down; the original pixels are kept.
         outpaint_factor: How much bigger the canvas gets, 1.1-4 (default 2).
+        edit: Change the replied or attached image as the prompt says ("make it night"), keeping the rest.
+        best_of: Draw this many (2-4) and show the best by CLIP score first ("make 4 and pick the best").
     """
     if not prompt.strip():
         raise ToolError("the prompt is empty")
     max_batch = ctx.settings.generation.max_batch
+    count = best_of or count
     if count > max_batch:
         raise ToolError(f"count {count} is over this server's limit of {max_batch} images")
     args = {
@@ -122,10 +128,18 @@ async def generate(
         "seed": seed,
         "strength": strength,
         "source_generation_id": None,
-    }
+    } | ({"best_of": best_of} if best_of else {})
     sources = Sources(ctx)
     extra: dict[str, Any] = {}
-    if args["outpaint"] is not None:
+    if edit and not edit_available(ctx):  # today's img2img from the image, and the reply says so
+        payload["strength"] = args["strength"] = strength = strength or FALLBACK_STRENGTH
+        extra["notes"] = [FALLBACK_NOTE]
+    if edit and edit_available(ctx):
+        if args["outpaint"] or args["control"] or args["reference"]:
+            raise ToolError("edit takes no outpaint, control or reference; leave those out")
+        extra |= await edit_fields(ctx, payload, sources, source_generation_id)
+        source_generation_id = extra.pop("based_on")
+    elif args["outpaint"] is not None:
         source_generation_id = await _outpaint(payload, sources, source_generation_id, args, extra)
     else:
         source_generation_id = await _source(ctx, payload, sources, source_generation_id, strength)
@@ -147,7 +161,7 @@ async def generate(
         "preset": payload["preset"],
         "style": payload["style"],
         "count": count,
-        "mode": _mode(args),
+        "mode": "edit" if payload.get("edit") else _mode(args),
         "based_on": source_generation_id,
         **extra,
     }

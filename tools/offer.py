@@ -1,6 +1,6 @@
 """Which tools and arguments a request is offered, decided from its context (never by the model).
 
-- critique, and generate's image arguments (strength, control, reference, outpaint), only when an image is
+- critique, describe and generate's image arguments (strength, control, reference, outpaint, edit), only when an image is
   attached or replied to; critique also when the request is about the user's latest image;
 - search_history (and generate's source_generation_id) only when the request points at earlier images;
 - generate, enhance_prompt and apply_style always.
@@ -22,6 +22,7 @@ IMAGE_PARAMS: dict[str, tuple[str, ...]] = {
         "reference_generation_id",
         "outpaint",
         "outpaint_factor",
+        "edit",
     ),
 }
 PAST_PARAMS: dict[str, tuple[str, ...]] = {"generate": ("source_generation_id",)}
@@ -73,6 +74,11 @@ def offer_for(
             tools.append("critique")
         else:
             why["critique"] = NO_IMAGE
+    if "describe" in tool_names:
+        if has_image or latest_image:
+            tools.append("describe")
+        else:
+            why["describe"] = NO_IMAGE
     hidden: dict[str, set[str]] = {}
     if not has_image:
         for tool, names in IMAGE_PARAMS.items():

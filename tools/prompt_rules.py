@@ -77,8 +77,9 @@ class Extract(Strict):
     aspect: dict[str, tuple[Word, ...]]
     count_words: dict[str, Annotated[int, Field(ge=1, le=100)]]
     style_aliases: dict[Word, Word]
+    best_of: tuple[Phrase, ...] = ()  # "... and pick the best": generate's best_of
 
-    @field_validator("lead", "filler", "latest", "past")
+    @field_validator("lead", "filler", "latest", "past", "best_of")
     @classmethod
     def _patterns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return compiled(v)

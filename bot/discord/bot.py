@@ -10,14 +10,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.agent import Agent
-from bot.discord import conversation, pan, replies, views
+from bot.discord import best, conversation, describe, enhance, pan, replies, variations, views
 from bot.discord.progress import ProgressPoster
 from engine.core import Engine
 from engine.looplag import LoopWatchdog, Stall
 
 log = logging.getLogger(__name__)
-DYNAMIC_ITEMS = (*views.RESULT_ITEMS, pan.OutpaintButton, pan.OutpaintSelect, conversation.FixButton)
-COGS = ("chat", "imagine", "controlmap", "presets", "styles", "history", "settings", "queue", "help")
+DYNAMIC_ITEMS = (*views.RESULT_ITEMS, pan.OutpaintButton, pan.OutpaintSelect, conversation.FixButton, *describe.DESCRIBE_ITEMS, best.OthersButton, *enhance.ENHANCE_ITEMS, *variations.VARIATION_ITEMS)
+COGS = ("chat", "imagine", "controlmap", "presets", "styles", "history", "settings", "queue", "help", "describe", "blend", "gallery", "apikey", "compare", "export", "variations")
 
 
 def intents_for(message_content: bool) -> discord.Intents:

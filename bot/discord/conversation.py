@@ -12,7 +12,7 @@ from typing import Any
 import discord
 
 from bot import intents
-from bot.discord import render, replies
+from bot.discord import blend_reply, render, replies
 from bot.discord.target import Target
 from bot.usecases.agent import AgentOutput, Attachment, TurnSpec, run_agent
 from bot.usecases.errors import UserError
@@ -225,6 +225,8 @@ async def handle_message(bot: Any, message: discord.Message) -> None:
     try:
         async with message.channel.typing():
             spec = await build_turn(bot, message)
+            if await blend_reply.maybe_blend(bot, message, spec):
+                return
             out = await run_agent(bot.agent, spec)
     except Exception as e:  # noqa: BLE001 - the user always gets an answer; unexpected errors are logged
         await message.reply(replies.error_text(e), mention_author=False)

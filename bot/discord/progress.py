@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 import discord
 
-from bot.discord import render, views
+from bot.discord import best, enhance, render, views
 from bot.discord.target import Target
 from bot.usecases.jobs import job_prompt
+from bot.usecases.quality import eta_text, result_notes
 from engine.core import Engine
 from engine.jobs.result import JobResult
 from engine.store.jobs import Job
@@ -70,6 +71,7 @@ class ProgressPoster:
         """Follow a job in `target`'s message: show its queue position now, then progress and result."""
         jobs = self.services.jobs
         target.state = render.ProgressState(job_id, target.label, await jobs.position(job_id))
+        target.state.note = await eta_text(self.services, job_id)
         self.targets[job_id] = target
         if ev := self._waiters.get(job_id):
             ev.set()
@@ -205,13 +207,17 @@ class ProgressPoster:
         out = JobResult.of(job)
         if out is not None:
             text = render.result_text(job.id, job.kind, job_prompt(job), out.seeds, job.user_id)
+            text += f"\n{notes}" if (notes := result_notes(out.params)) else ""
             view = views.result_view(job.id, len(out.images), job.kind)
+            best.add_others(view, job.id, out)
+            enhance.add_enhance(view, job.id, out)
         else:
             text, view = render.failure_text(job.id, job.state, job.error), None
         limit = self._upload_limit(t)
         for attempt in range(self.max_post_attempts):
             try:
                 blobs = await asyncio.to_thread(load_result, out, limit) if out is not None else []
+                blobs = blobs[: best.SHOWN] if out is not None and best.is_best_of(out) else blobs
                 await self._deliver(t, text, blobs, view)
                 return
             except discord.HTTPException as e:

@@ -64,6 +64,7 @@ class ProgressState:
     step: int = 0
     total: int = 0
     running: bool = False
+    note: str = ""  # the GPU-time estimate and queue ETA
 
 
 def progress_text(s: ProgressState) -> str:
@@ -71,7 +72,7 @@ def progress_text(s: ProgressState) -> str:
     head = f"**{s.label}**\n" if s.label else ""
     if not s.running:
         where = f"position {s.position} in the queue" if s.position else "waiting for a worker"
-        return f"{head}⏳ Job #{s.job_id} queued — {where}"
+        return f"{head}⏳ Job #{s.job_id} queued — {where}" + (f" · {s.note}" if s.note else "")
     if s.total <= 0:
         return f"{head}🎨 Job #{s.job_id} starting…"
     pct = int(100 * s.step / s.total)

@@ -17,6 +17,7 @@ from bot.discord import pan, replies
 from bot.discord.target import Target
 from bot.usecases.errors import UserError
 from bot.usecases.jobs import followup_payload, job_output
+from bot.usecases.quality import result_notes
 from engine.jobs.result import JobResult
 from engine.store.jobs import Job
 from tools.prompts import shipped_prompts
@@ -218,5 +219,6 @@ def info_text(job: Job, turn: Any = None) -> str:
     gen = f" · generation #{out.generation_id}" if out is not None else ""
     seeds = ", ".join(map(str, out.seeds)) if out is not None and out.seeds else "?"
     why = ("\n" + explain_text(shipped_prompts(), turn)[:600]) if turn is not None else ""
-    body = json.dumps(params, indent=1)[: 1700 - len(why)]
-    return f"Job #{job.id} ({job.kind}){gen} · seeds {seeds}\n```json\n{body}\n```{why}"
+    notes = f"\n{result_notes(out.params)}" if out is not None and result_notes(out.params) else ""
+    body = json.dumps(params, indent=1)[: 1700 - len(why) - len(notes)]
+    return f"Job #{job.id} ({job.kind}){gen} · seeds {seeds}{notes}\n```json\n{body}\n```{why}"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.usecases import tag_search
 from bot.usecases.errors import UserError
 from bot.usecases.library import defaults, preset_of, style_of
+from bot.usecases.quality import vram_text
 from bot.usecases.text import clip
 from engine.core import Engine
 from engine.runtime.diffusion.request import ASPECTS
 from engine.store.history import HistoryQueryError, Scope
 
-USER_SETTING_KEYS = ("preset", "style", "aspect", "negative", "count")
+USER_SETTING_KEYS = ("preset", "style", "aspect", "negative", "count", "cache", "draft")
 
 
 async def imagine_payload(
@@ -27,6 +29,7 @@ async def imagine_payload(
     seed: int | None = None,
     negative: str | None = None,
     init_image: str | None = None,
+    draft: bool | None = None,
 ) -> dict:
     """Validate /imagine options against defaults, presets and limits; return the 'generate' payload."""
     if not prompt or not prompt.strip():
@@ -53,6 +56,7 @@ async def imagine_payload(
         "seed": seed,
         "negative": negative,
         "source_image": init_image,
+        "draft": draft,  # None: the user's saved setting decides
     }
     return {k: v for k, v in payload.items() if v is not None}
 
@@ -63,7 +67,7 @@ async def history_search(engine: Engine, query: str, user_id: int, guild_id: int
     scope = Scope(user_id, guild_id, include_guild=server_wide and bool(guild_id))
     limit = engine.settings.history.page_size
     try:
-        page = await store.history.search(query, scope, limit=limit)
+        page = await tag_search.search(store, query, scope, limit)
     except HistoryQueryError as e:
         raise UserError(str(e)) from None
     if not page.items:
@@ -94,4 +98,5 @@ async def settings_update(engine: Engine, user_id: int, guild_id: int, clear: bo
     shown = (
         "\n".join(f"• {k}: `{v}`" for k, v in sorted(data.items())) or "nothing set (server defaults apply)"
     )
-    return f"**Your defaults**\n{shown}"
+    limits = await vram_text(engine, user_id, guild_id, [str(data.get("preset") or engine.default_image_preset)])
+    return f"**Your defaults**\n{shown}\n{limits}"

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from engine.config import SAFETY_POLICIES
 from engine.store.library import SettingsStore
 
-DEFAULT_KEYS = ("preset", "style", "aspect", "negative", "count", "steps", "cfg", "scheduler")
+DEFAULT_KEYS = ("preset", "style", "aspect", "negative", "count", "steps", "cfg", "scheduler", "draft")
 
 
 async def saved_defaults(settings: SettingsStore, user_id: int, guild_id: int) -> dict[str, object]:

@@ -69,13 +69,23 @@ class Guidance:
         image, origin = await self.sources.image(
             p.reference_image, p.reference_generation_id, p.reference_index, job, ctx, "the reference image"
         )
+        others = [
+            (await self.sources.image(path, None, 0, job, ctx, f"blend image {i}"))[0].convert("RGB")
+            for i, path in enumerate(p.blend_images, 2)
+        ]
         scale = first(p.reference_scale, self.settings.control.reference_scale)
         try:
             adapter = self.control.adapter(preset)
-            spec = ReferenceSpec(image=image.convert("RGB"), scale=scale, mode=p.reference_mode, adapter=adapter)
+            spec = ReferenceSpec(
+                image=image.convert("RGB"), scale=scale, mode=p.reference_mode, adapter=adapter, others=others,
+                weights=list(p.reference_weights or []),
+            )  # fmt: skip
         except InvalidRequest as e:
             raise JobFailed(str(e)) from None
-        return spec, {**spec.params(), "source": origin}
+        except ValidationError as e:
+            raise JobFailed(f"the reference images: {short_errors(e)}") from None
+        blended = {"blend": [origin, *p.blend_images]} if p.blend_images else {}
+        return spec, {**spec.params(), "source": origin, **blended}
 
     def _outpaint(self, p: GeneratePayload, source: Image.Image, fields: dict) -> tuple[Post, dict]:
         from engine.runtime.diffusion.outpaint import plan_outpaint, restore

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from engine.config import Settings
+from engine.jobs.admission import record_rate
+from engine.jobs.cache import JobCache
+from engine.jobs.creation import check_family, choose
 from engine.jobs.defaults import pick, safety_policy, saved_defaults
+from engine.jobs.evaluate import Evaluator, best_first
 from engine.jobs.guided import Guidance, Preview
 from engine.jobs.payloads import GeneratePayload, UpscalePayload, VariationPayload, fit_size, parse_payload
 from engine.jobs.record import result_of, save_images
@@ -76,6 +81,8 @@ class GenerationHandlers:
         self.default_preset = default_preset
         self.sources = SourceImages(store.history, settings)
         self.guidance = Guidance(self.sources, models.control, preview, settings)
+        self.cache = JobCache(store, settings)
+        self.evaluator = Evaluator(models.arbiter, settings)
 
     def handlers(self) -> dict[str, Handler]:
         """{kind: async handler(job, ctx) -> result dict} for JobRunner."""
@@ -134,8 +141,14 @@ class GenerationHandlers:
         p = parse_payload(GeneratePayload, job.payload, "generate")
         policy = await self._policy(job)
         saved = await saved_defaults(self.store.settings, job.user_id, job.guild_id)
-        preset = await self._preset(str(pick(p.preset, saved, "preset", self.default_preset)), job)
-        style = await self._style(str(pick(p.style, saved, "style", preset["style"])), job)
+        try:  # an edit, a draft or the usual preset (admission checked it at submission)
+            choice = choose(p, saved, self.settings.generation, self.default_preset)
+            saved = choice.saved(saved)
+            preset = await self._preset(choice.preset, job)
+            check_family(choice, preset["family"], choice.preset)
+        except InvalidRequest as e:
+            raise JobFailed(str(e)) from None
+        style = await self._style("" if choice.edit else str(pick(p.style, saved, "style", preset["style"])), job)
         negative = await self._negative(str(pick(p.negative, saved, "negative", preset["negative"])), job)
         prompt = style.apply(p.prompt) if style else p.prompt
         if style and style.negative:
@@ -145,7 +158,7 @@ class GenerationHandlers:
             "steps": pick(p.steps, saved, "steps", preset["steps"]),
             "cfg": pick(p.cfg, saved, "cfg", preset["cfg"]),
             "scheduler": pick(p.scheduler, saved, "scheduler", preset["scheduler"]),
-            "batch": pick(p.count, saved, "count", 1),
+            "batch": pick(p.best_of or p.count, saved, "count", 1),
             "seed": self._seed(p.seed, job),
             "strength": p.strength,
             "safety": policy,
@@ -170,14 +183,20 @@ class GenerationHandlers:
                 w, h = fit_size(source.size, w * h)
             fields["width"] = p.width if p.width is not None else w
             fields["height"] = p.height if p.height is not None else h
-        extra = {"user_prompt": p.prompt, "aspect": aspect}
+        extra = {"user_prompt": p.prompt, "aspect": aspect} | ({"best_of": p.best_of} if p.best_of else {})
+        extra |= choice.extra(p.prompt)
         post = await self.guidance.add(p, job, ctx, preset, source, fields, extra)
         if p.outpaint is not None:  # the canvas decides the size
             aspect = extra["aspect"] = None
         plan = Plan(
             preset, prompt, negative, style.label if style else "", fields, aspect, parent_id, extra, post
         )
-        return await self._diffuse(job, ctx, plan)
+        key, hit = await self.cache.hit(job, p, plan)  # a fixed-seed repeat: the stored images at once
+        if hit is not None:
+            return hit
+        result = await self._diffuse(job, ctx, plan)
+        await self.cache.keep(key, result)
+        return result
 
     async def variation(self, job: Job, ctx: JobContext) -> dict:
         """img2img of a generation's image with its prompt and parameters, a new seed, strength ~0.6."""
@@ -253,6 +272,7 @@ class GenerationHandlers:
         except InvalidRequest as e:
             raise JobFailed(str(e)) from None
         withheld: ImageWithheld | None = None
+        started = time.monotonic()
         try:  # batched with compatible jobs, here or on an `atelier worker` (queue.backend)
             images = await self.renderer.generate(plan.preset, req, ctx)
         except ImageWithheld as e:
@@ -264,8 +284,15 @@ class GenerationHandlers:
         if plan.post is not None:
             post = plan.post
             images = await ctx.to_thread(lambda: [post(im) for im in images])
+        await record_rate(self.store, self.models.arbiter.device, plan.preset["name"], req.steps,
+                          req.width * req.height, req.batch, time.monotonic() - started)  # fmt: skip
+        scores = await self._scores(plan, images, ctx)
+        if scores is not None and plan.extra.get("best_of"):  # the best first; the others follow
+            order = best_first(scores)
+            images, scores = [images[i] for i in order], [scores[i] for i in order]
         seeds = [int(im.info["atelier_seed"]) for im in images]
         params = {
+            "clip_scores": scores,
             **req.params(),
             **plan.extra,
             "seeds": seeds,
@@ -274,6 +301,14 @@ class GenerationHandlers:
             "withheld_message": str(withheld) if withheld else None,
         }
         return await self._deliver(job, ctx, plan, images, [s - req.seed for s in seeds], params)
+
+    async def _scores(self, plan: Plan, images: list, ctx: JobContext) -> list[float] | None:
+        """CLIP scores of the images (None when scoring is off or fails: a result is never lost to it)."""
+        try:
+            return await self.evaluator.scores(plan.preset, plan.prompt, images, ctx)
+        except Exception:  # noqa: BLE001 - scoring is best effort
+            log.exception("CLIP scoring failed for preset %s", plan.preset.get("name"))
+            return None
 
     async def _deliver(
         self, job: Job, ctx: JobContext, plan: Plan, images: list, positions: list[int], params: dict

@@ -91,10 +91,23 @@ class GeneratePayload(BaseModel):
     reference_index: Index = 0
     reference_scale: Annotated[float, Field(ge=0, le=1.5)] | None = None
     reference_mode: Literal[REFERENCE_MODES] = "subject"  # type: ignore[valid-type]
+    blend_images: Annotated[list[str], Field(max_length=4)] = []  # /blend: more reference files (uploads)
+    reference_weights: list[Annotated[float, Field(ge=0, le=2)]] | None = None  # one per reference image
     outpaint: OutpaintPayload | None = None
+    edit: bool = False  # the prompt is an instruction that edits the source (generation.edit_preset)
+    draft: bool | None = None  # a fast draft with generation.draft_preset; None = the user's saved setting
+    best_of: Count | None = None  # draw this many and order them by CLIP score, the best first
+    seed_fixed: bool = False  # set by JobSubmitter: the requester gave the seed (only then the cache may answer)
 
     @model_validator(mode="after")
     def _consistent(self) -> GeneratePayload:
+        refs = (self.reference_image is not None or self.reference_generation_id is not None) + len(self.blend_images)
+        if self.blend_images and refs == len(self.blend_images):
+            raise ValueError("blend_images need a first reference (reference_image or reference_generation_id)")
+        if self.reference_weights is not None and len(self.reference_weights) != refs:
+            raise ValueError(f"{len(self.reference_weights)} reference_weights for {refs} reference image(s)")
+        if self.reference_weights is not None and not sum(self.reference_weights) > 0:
+            raise ValueError("reference_weights must not all be 0")
         if self.reference_image is not None and self.reference_generation_id is not None:
             raise ValueError("give reference_image or reference_generation_id, not both")
         if self.outpaint is not None and self.source_generation_id is None and self.source_image is None:
@@ -107,7 +120,19 @@ class GeneratePayload(BaseModel):
             raise ValueError("a mask needs a source image (source_generation_id or source_image)")
         if self.aspect is not None and (self.width is not None or self.height is not None):
             raise ValueError("give aspect or width/height, not both")
+        if self.edit:
+            check_edit_payload(self)
         return self
+
+
+def check_edit_payload(p: GeneratePayload) -> None:
+    """ValueError for an instruction edit without a source image, or with guidance it cannot take."""
+    if p.source_generation_id is None and p.source_image is None:
+        raise ValueError("an edit needs a source image (source_generation_id or source_image)")
+    if p.outpaint is not None or p.controls or p.reference_image or p.reference_generation_id is not None:
+        raise ValueError("an edit takes no outpaint, control or reference image")
+    if p.draft:
+        raise ValueError("an edit cannot be a draft")
 
 
 class VariationPayload(BaseModel):

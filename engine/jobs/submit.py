@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pydantic import BaseModel, ValidationError
 
 from engine.config import Settings
+from engine.jobs.admission import Admission
 from engine.jobs.payloads import PAYLOADS, check_limits
 from engine.jobs.policy import TOOL_OF_KIND, Requester, authorize
 from engine.runtime.diffusion.errors import InvalidRequest
@@ -67,6 +68,7 @@ class JobSubmitter:
         self.store = store
         self.settings = settings
         self.wake = wake
+        self.admission: Admission | None = None  # GPU-time and VRAM checks (engine.jobs.admission), set by Engine
 
     async def submit(
         self, who: Requester, kind: str, payload: Mapping[str, object], *, reply_to: dict | None = None,
@@ -77,8 +79,13 @@ class JobSubmitter:
         typed = validate_payload(kind, payload, self.settings)
         await check_names(self.store, who, typed)
         data = typed.model_dump(mode="json", exclude_unset=True)  # what was asked (validated), no filler
+        if kind == "generate":  # only a seed the requester gave lets the result cache answer
+            data["seed_fixed"] = data.get("seed") is not None
         if kind in SEEDED and data.get("seed") is None:
             data["seed"] = random.randint(0, MAX_SEED - 4)  # room for a batch of 4: seed, seed+1, ...
+        cost = await self.admission.check(who, kind, typed) if self.admission is not None else None
         job_id = await self.jobs.enqueue(who.user_id, who.guild_id, who.channel_id, kind, data, priority, reply_to)
+        if cost is not None:
+            await self.store.costs.set_estimate(job_id, who.user_id, cost)
         self.wake()
         return job_id

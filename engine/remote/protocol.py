@@ -134,6 +134,8 @@ def encode_request(req: Any) -> dict[str, Any]:
     data["controls"] = [{**c.params(), "image": png(c.image)} for c in req.controls]
     ref = req.reference
     data["reference"] = None if ref is None else {**ref.params(), "image": png(ref.image)}
+    if ref is not None and ref.others:
+        data["reference"]["others"] = [png(im) for im in ref.others]
     return data
 
 
@@ -151,6 +153,7 @@ def decode_request(data: dict[str, Any]) -> Any:
     fields["controls"] = [{**c, "image": from_png(c["image"])} for c in fields.get("controls") or []]
     if fields.get("reference"):
         fields["reference"] = {**fields["reference"], "image": from_png(fields["reference"]["image"])}
+        fields["reference"]["others"] = [from_png(b) for b in fields["reference"].get("others", [])]
     try:
         return GenerationRequest(**fields)
     except ValidationError as e:

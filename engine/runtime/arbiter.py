@@ -229,7 +229,8 @@ class Arbiter:
     def _eta(self, slot: _Slot) -> float:
         if slot.load_s is not None:
             return slot.load_s
-        return max(1.0, slot.planned / GUESS_BYTES_PER_S)
+        warmup = float(getattr(slot.model, "warmup_s", 0.0))  # e.g. torch.compile at load
+        return max(1.0, slot.planned / GUESS_BYTES_PER_S) + warmup
 
     def _sample(self) -> tuple[int, int]:
         return (self._custom_probe(), 0) if self._custom_probe else self._probe.sample()

@@ -30,6 +30,7 @@ DEMO_REFS = {
     "demo:tiny-controlnet-sdxl": "controlnet-sdxl",
     "demo:tiny-ip-adapter-sd15": "ip-adapter-sd15",
     "demo:tiny-ip-adapter-sdxl": "ip-adapter-sdxl",
+    "demo:tiny-kontext": "kontext",
 }
 DEMO_IMAGE_PRESET = "demo"
 DEMO_LLM_PRESET = "smollm2-135m"
@@ -106,6 +107,11 @@ class DemoModels:
             raise ModelNotAvailable(f"{who}: unknown demo model '{ref}'; known: {known}")
         if key.startswith(("controlnet-", "ip-adapter-")):
             return str((await self.control_paths())[key])
+        if key == "kontext":
+            from engine.runtime.diffusion.testmodels_edit import ensure_tiny_kontext
+
+            async with self._lock:
+                return str(await asyncio.to_thread(ensure_tiny_kontext, self.root / "tiny-kontext"))
         return str((await self.paths())[key])
 
 
@@ -174,7 +180,10 @@ class ModelRegistry:
         identity = {k: p.get(k) for k in ("model", "family", "safety_checker")} | {"kind": "diffusion"}
 
         def make(name: str) -> DiffusionModel:
-            return DiffusionModel({**p, "name": name}, self.settings)
+            from engine.runtime.diffusion.edit import EditModel, is_edit_family
+
+            cls = EditModel if is_edit_family(str(p.get("family"))) else DiffusionModel
+            return cls({**p, "name": name}, self.settings)
 
         return await self._register(p["name"], identity, make)
 

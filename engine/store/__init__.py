@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.store.apikeys import ApiKeys
+from engine.store.cache import Costs, ResultCache
 from engine.store.db import Database
+from engine.store.exports import ExportReader
 from engine.store.history import History
 from engine.store.library import Library, Presets, SettingsStore
 from engine.store.seed import UserPresetList, load_user_presets, seed
+from engine.store.tags import TagStore
 from engine.store.turns import TurnStore
+from engine.store.web import WebStore
 
 
 @dataclass
@@ -22,6 +27,18 @@ class Store:
     presets: Presets
     settings: SettingsStore
     turns: TurnStore
+    apikeys: ApiKeys
+    cache: ResultCache = field(init=False)
+    costs: Costs = field(init=False)
+    web: WebStore = field(init=False)
+    tags: TagStore = field(init=False)
+    exports: ExportReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cache, self.costs = ResultCache(self.db), Costs(self.db)
+        self.web = WebStore(self.db, self.history.budget_ms, self.history.max_query_chars)
+        self.tags = TagStore(self.db)
+        self.exports = ExportReader(self.db, self.tags)
 
     @classmethod
     async def open(
@@ -31,7 +48,7 @@ class Store:
         """Open (creating and migrating as needed) and seed the shipped library and the user's presets."""
         db = await Database(path).open()
         history = History(db, budget_ms, max_query_chars)
-        store = cls(db, history, Library(db), Presets(db), SettingsStore(db), TurnStore(db))
+        store = cls(db, history, Library(db), Presets(db), SettingsStore(db), TurnStore(db), ApiKeys(db))
         await seed(db, user=user_presets)
         return store
 

@@ -153,13 +153,14 @@ class Database:
 
     async def fetch_bounded(self, sql: str, params: Iterable[Any], budget_ms: int) -> list[sqlite3.Row]:
         """Read rows but give up with TooBroad once the query has run for budget_ms."""
-        deadline = time.monotonic() + budget_ms / 1000
+        deadline = [0.0]  # set once the reader is ours: time spent waiting for it is not the query's
 
         def over_budget() -> int:
-            return 1 if time.monotonic() > deadline else 0
+            return 1 if time.monotonic() > deadline[0] else 0
 
         async with self._rlock:
             conn = self.reader
+            deadline[0] = time.monotonic() + budget_ms / 1000
             await conn.set_progress_handler(over_budget, 2000)
             try:
                 cur = await conn.execute(sql, tuple(params))

@@ -54,6 +54,7 @@ class Generation:
     parent_id: int | None
     created_at: float
     favorite: bool
+    tags: str = ""  # normalized auto-tags, space-separated (engine/store/tags.py)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Generation:

@@ -147,6 +147,144 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX agent_turn_jobs_turn ON agent_turn_jobs(turn_id);
     """,
+    # 7: web API keys (only a sha256 of each token is kept) and every webhook delivery attempt.
+    """
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        guild_id INTEGER NOT NULL DEFAULT 0,
+        name TEXT NOT NULL DEFAULT '',
+        prefix TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        webhook_secret TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_used_at REAL,
+        revoked_at REAL
+    );
+    CREATE INDEX api_keys_user ON api_keys(user_id, id);
+    CREATE TABLE webhooks (
+        job_id INTEGER PRIMARY KEY,
+        key_id INTEGER NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        delivered_at REAL
+    );
+    CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY,
+        key_id INTEGER NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+        job_id INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status INTEGER,
+        error TEXT,
+        ok INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_job ON webhook_deliveries(job_id, attempt);
+    CREATE INDEX generations_parent ON generations(parent_id);
+    """,
+    # 8: the seed-aware result cache, measured GPU rates per preset and device, and each job's cost estimate.
+    """
+    CREATE TABLE result_cache (
+        key TEXT PRIMARY KEY,
+        generation_id INTEGER NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX result_cache_age ON result_cache(created_at);
+    CREATE TABLE preset_rates (
+        preset TEXT NOT NULL,
+        device TEXT NOT NULL,
+        rate REAL NOT NULL,
+        samples INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (preset, device)
+    );
+    CREATE TABLE job_costs (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL,
+        gpu_s REAL NOT NULL
+    );
+    """,
+    # 9: the web gallery: single-use login links, browser sessions, share links (sha256 of each token only)
+    # and one thumbnail file per generation image.
+    """
+    CREATE TABLE web_logins (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        guild_id INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE TABLE web_sessions (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL,
+        guild_id INTEGER NOT NULL DEFAULT 0,
+        csrf TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
+    CREATE TABLE share_links (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        generation_id INTEGER NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE INDEX share_links_generation ON share_links(generation_id);
+    CREATE TABLE thumbnails (
+        generation_id INTEGER NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (generation_id, idx)
+    );
+    """,
+    # 10: vision auto-tags: per-image tags, each generation's tagging state, and a `tags` column searched by
+    # the history FTS index (rebuilt with that column; its triggers follow).
+    """
+    CREATE TABLE generation_tags (
+        generation_id INTEGER NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (generation_id, idx, tag)
+    );
+    CREATE INDEX generation_tags_tag ON generation_tags(tag, generation_id);
+    CREATE TABLE tagging (
+        generation_id INTEGER PRIMARY KEY REFERENCES generations(id) ON DELETE CASCADE,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL
+    );
+    ALTER TABLE generations ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+    DROP TRIGGER generations_ai;
+    DROP TRIGGER generations_ad;
+    DROP TRIGGER generations_au;
+    DROP TABLE generations_fts;
+    CREATE VIRTUAL TABLE generations_fts USING fts5(
+        prompt, negative, preset, style, tags,
+        content='generations', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER generations_ai AFTER INSERT ON generations BEGIN
+        INSERT INTO generations_fts(rowid, prompt, negative, preset, style, tags)
+        VALUES (new.id, new.prompt, new.negative, new.preset, new.style, new.tags);
+    END;
+    CREATE TRIGGER generations_ad AFTER DELETE ON generations BEGIN
+        INSERT INTO generations_fts(generations_fts, rowid, prompt, negative, preset, style, tags)
+        VALUES ('delete', old.id, old.prompt, old.negative, old.preset, old.style, old.tags);
+    END;
+    CREATE TRIGGER generations_au AFTER UPDATE OF prompt, negative, preset, style, tags ON generations BEGIN
+        INSERT INTO generations_fts(generations_fts, rowid, prompt, negative, preset, style, tags)
+        VALUES ('delete', old.id, old.prompt, old.negative, old.preset, old.style, old.tags);
+        INSERT INTO generations_fts(rowid, prompt, negative, preset, style, tags)
+        VALUES (new.id, new.prompt, new.negative, new.preset, new.style, new.tags);
+    END;
+    INSERT INTO generations_fts(generations_fts) VALUES ('rebuild');
+    """,
 )
 
 LATEST = len(MIGRATIONS)

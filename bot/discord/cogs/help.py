@@ -20,7 +20,7 @@ HELP = """**Atelier** draws, critiques and remembers.
   🔍 zoom out and ⬅️➡️⬆️⬇️ pan (a menu when there are several images).
 • `/preset list|show|use|save|delete` — model presets (scope `guild` for admins).
 • `/style list|show|add` — prompt styles of this server.
-• `/history search` — find your past images. `/settings` — your defaults.
+• `/history search` — find your past images; `/gallery` — browse them on the web. `/settings` — your defaults.
 • `/queue` — your jobs. `/cancel` — stop one."""
 
 

@@ -35,6 +35,8 @@ class Imagine(commands.Cog):
         reference_image="reuse the subject or style of this image (IP-Adapter)",
         reference_mode="take the subject or the style of reference_image (default: subject)",
         reference_scale="how strongly to follow reference_image (0-1.5, default 0.6)",
+        best_of="draw this many (2-4) and post the best by CLIP score first, the others one click away",
+        draft="a fast draft preview (Enhance it to full quality with the ✨ buttons)",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
@@ -59,6 +61,8 @@ class Imagine(commands.Cog):
         reference_image: discord.Attachment | None = None,
         reference_mode: str | None = None,
         reference_scale: app_commands.Range[float, 0.0, 1.5] | None = None,
+        best_of: app_commands.Range[int, 2, 4] | None = None,
+        draft: bool | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)
         services = self.bot.services
@@ -70,8 +74,9 @@ class Imagine(commands.Cog):
         uid, gid = interaction.user.id, interaction.guild_id or 0
         payload = await account.imagine_payload(
             services, user_id=uid, guild_id=gid, prompt=prompt, preset=preset, style=style,
-            aspect=aspect, count=count, seed=seed, negative=negative, init_image=init,
+            aspect=aspect, count=count, seed=seed, negative=negative, init_image=init, draft=draft,
         )  # fmt: skip
+        extra |= {"best_of": best_of} if best_of else {}
         job_id = await services.submit(
             "generate", payload | extra, user_id=uid, guild_id=gid, channel_id=interaction.channel_id or 0,
             roles=replies.role_ids(interaction.user), reply_to={"interaction_id": interaction.id},

@@ -20,7 +20,11 @@ class Settings(commands.Cog):
     @app_commands.command(name="settings", description="show or change your /imagine defaults")
     @app_commands.autocomplete(preset=complete.presets, style=complete.styles)
     @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
-    @app_commands.describe(clear="forget every default not given here")
+    @app_commands.describe(
+        clear="forget every default not given here",
+        cache="reuse the stored images of an identical request with the same seed (default on)",
+        draft="fast draft previews by default (Enhance the ones you like)",
+    )
     async def settings(
         self,
         interaction: discord.Interaction,
@@ -29,12 +33,15 @@ class Settings(commands.Cog):
         aspect: str | None = None,
         negative: app_commands.Range[str, 0, 1000] | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
+        cache: bool | None = None,
+        draft: bool | None = None,
         clear: bool = False,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         text = await account.settings_update(
             self.bot.services, interaction.user.id, interaction.guild_id or 0, clear,
-            preset=preset, style=style, aspect=aspect, negative=negative, count=count,
+            preset=preset, style=style, aspect=aspect, negative=negative, count=count, cache=cache,
+            draft=draft,
         )  # fmt: skip
         await replies.say(interaction, text)
 

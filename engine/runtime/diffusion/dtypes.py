@@ -13,7 +13,7 @@ def pick_dtype(setting: str, device: str, family: str) -> Any:
         return getattr(torch, setting)
     if device == "cpu":
         return torch.float32
-    return torch.bfloat16 if family == "flux" else torch.float16
+    return torch.bfloat16 if family in ("flux", "kontext", "qwen-edit", "qwen-edit-plus") else torch.float16
 
 
 def dtype_kwargs(dtype: Any) -> dict[str, Any]:

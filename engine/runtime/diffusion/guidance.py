@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from engine.runtime.control import CONTROL_TYPES, MAX_CONTROLS, control_type
 
 ControlType = Literal[CONTROL_TYPES]  # type: ignore[valid-type]
+MAX_BLEND = 5  # /blend: reference images mixed into one IP-Adapter embedding
 
 
 class ControlSpec(BaseModel):
@@ -59,6 +60,17 @@ class ReferenceSpec(BaseModel):
     scale: float = Field(default=0.6, ge=0.0, le=1.5)
     mode: Literal["subject", "style"] = "subject"
     adapter: dict[str, str]  # {"model", "subfolder", "weight", "image_encoder"} (engine.config.IpAdapter)
+    others: list[Image.Image] = Field(default_factory=list, max_length=MAX_BLEND - 1)  # /blend: more images
+    weights: list[float] = Field(default_factory=list)  # one per image (image first); empty = equal
+
+    @model_validator(mode="after")
+    def _blend(self) -> ReferenceSpec:
+        n = 1 + len(self.others)
+        if self.weights and len(self.weights) != n:
+            raise ValueError(f"{len(self.weights)} weights for {n} reference images; give one per image")
+        if any(not 0.0 <= w <= 2.0 for w in self.weights) or (self.weights and sum(self.weights) <= 0):
+            raise ValueError(f"reference weights must be between 0 and 2 and not all 0, got {self.weights}")
+        return self
 
     @field_validator("adapter")
     @classmethod
@@ -69,8 +81,11 @@ class ReferenceSpec(BaseModel):
         return v
 
     def params(self) -> dict[str, Any]:
-        """JSON-safe description (no image)."""
-        return {"mode": self.mode, "scale": self.scale, "adapter": dict(self.adapter)}
+        """JSON-safe description (no image); a blend adds its per-image weights."""
+        out: dict[str, Any] = {"mode": self.mode, "scale": self.scale, "adapter": dict(self.adapter)}
+        if self.others:
+            out["weights"] = list(self.weights) or [1.0] * (1 + len(self.others))
+        return out
 
 
 def check_controls(controls: list[ControlSpec]) -> None:

@@ -16,6 +16,7 @@ from engine.runtime.diffusion.preview import latent_preview
 from engine.runtime.diffusion.request import GenerationRequest
 from engine.runtime.diffusion.safety import apply_policy, check_blank
 from engine.runtime.diffusion.schedulers import make_scheduler
+from engine.runtime.diffusion.weighting import has_weighting
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -29,7 +30,7 @@ Outcome = list[Any] | BaseException  # the request's images, or the exception it
 
 def compat_key(req: GenerationRequest) -> tuple | None:
     """What must be equal for requests to share one pipeline call; None when `req` can never be batched."""
-    if req.mode != "txt2img" or req.guided:
+    if req.mode != "txt2img" or req.guided or has_weighting(req.prompt) or has_weighting(req.negative):
         return None
     loras = tuple((str(r), float(s)) for r, s in req.loras)
     return (
@@ -40,6 +41,8 @@ def compat_key(req: GenerationRequest) -> tuple | None:
         req.scheduler,
         float(req.cfg),
         loras,
+        tuple(req.embeddings),
+        req.vae,
         req.negative == "",
     )
 
@@ -119,6 +122,8 @@ def generate_group(
         first = reqs[0]
         base = model._pipes["txt2img"]
         model.loras.apply(base, first.loras)
+        if model.addons.apply(base, first.embeddings, first.vae):
+            model._drop_derived()
         every = model.settings.generation.preview_every_steps
         entries = [(i, s) for i, r in enumerate(reqs) for s in r.seeds()]  # (request index, seed) per image
         size = (first.width, first.height)

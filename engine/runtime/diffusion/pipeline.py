@@ -10,12 +10,13 @@ from typing import Any
 from PIL import Image
 
 from engine.config import Settings
-from engine.runtime.diffusion import denoise, oom
+from engine.runtime.diffusion import denoise, fastpaths, oom, weighting
+from engine.runtime.diffusion.addons import AddonManager
 from engine.runtime.diffusion.denoise import Progress, ShouldCancel
 from engine.runtime.diffusion.dtypes import dtype_kwargs, pick_dtype
 from engine.runtime.diffusion.errors import Cancelled, GenerationFailed, InvalidRequest, ModelNotAvailable
 from engine.runtime.diffusion.loras import LoraManager
-from engine.runtime.diffusion.reference import ReferenceManager
+from engine.runtime.diffusion.reference import ReferenceManager, blend_embeds
 from engine.runtime.diffusion.request import FAMILIES, GenerationRequest, build_request, check_limits
 from engine.runtime.diffusion.resolve import FAMILY_BYTES, looks_like_path, resolve_model, weights_bytes
 from engine.runtime.diffusion.safety import (
@@ -61,8 +62,10 @@ class DiffusionModel:
             safety_checker = ClipSafetyChecker(ref, self.models_dir)
         self.safety: SafetyChecker | None = safety_checker
         self.loras = LoraManager(self.name, self.models_dir)
+        self.addons = AddonManager(self.name, self.family, self.models_dir)
         self.reference = ReferenceManager(self.name, self.models_dir)
         self.degraded: set[str] = set()
+        self.fast: set[str] = set()  # fast paths applied at load (fastpaths.apply)
         self.last_fallbacks: list[str] = []
         self._pipes: dict[str, Any] = {}
         self._device = "cpu"
@@ -87,6 +90,11 @@ class DiffusionModel:
         return int(weights * 1.25) + extra
 
     @property
+    def warmup_s(self) -> float:
+        """Seconds a first load adds for compile + warm-up (the arbiter adds it to its load-time guess)."""
+        return fastpaths.warmup_guess_s(self.settings.gpu, self.family)
+
+    @property
     def loaded(self) -> bool:
         """True between load() and unload()."""
         return bool(self._pipes)
@@ -101,6 +109,8 @@ class DiffusionModel:
             pipe = self._from_disk(path, pick_dtype(self.settings.gpu.dtype, device, self.family))
             pipe.to(device)
             pipe.set_progress_bar_config(disable=True)
+            self.fast = fastpaths.apply(pipe, self.settings.gpu, self.preset)
+            self.loras.hotswap = "lora_hotswap" in self.fast
             self._pipes["txt2img"] = pipe
             self._device = device
             if self.safety is not None:
@@ -129,6 +139,9 @@ class DiffusionModel:
             if base is not None and "cpu_offload" in self.degraded:
                 base.remove_all_hooks()
             self.loras.loaded = {}
+            self.loras.slots = []
+            self.fast = set()
+            self.addons.forget()
             self.reference.loaded = None
             self._pipes.clear()
             self.degraded.clear()
@@ -205,8 +218,10 @@ class DiffusionModel:
             )
         if should_cancel is not None and should_cancel():
             raise Cancelled("cancelled before the first step")
+        fastpaths.before_loras(self._pipes["txt2img"], req.loras, self.fast)
         self.loras.apply(self._pipes["txt2img"], req.loras)
-        if self.reference.apply(self._pipes["txt2img"], req.reference):
+        changed = self.addons.apply(self._pipes["txt2img"], req.embeddings, req.vae)
+        if self.reference.apply(self._pipes["txt2img"], req.reference) or changed:
             self._drop_derived()
         every = self.settings.generation.preview_every_steps
         cb = denoise.step_callback(
@@ -217,7 +232,11 @@ class DiffusionModel:
         def run(seeds: list[int]) -> list[Any]:
             pipe = self._pipe_for(req.mode, nets)  # looked up per call: CPU offload rebuilds derived pipes
             pipe.scheduler = make_scheduler(req.scheduler, base_config, self.family)
-            out = self._call_pipeline(pipe, denoise.pipeline_kwargs(req, seeds, cb))
+            fastpaths.vae_tiling(pipe, self.settings.gpu, req.width, req.height, self.degraded)
+            kw = denoise.pipeline_kwargs(req, seeds, cb)
+            weighting.apply(pipe, self.family, kw, [req.prompt], [req.negative])
+            blend_embeds(pipe, req.reference, req.cfg, kw)
+            out = self._call_pipeline(pipe, kw)
             return list(out.images)
 
         self.last_fallbacks = []

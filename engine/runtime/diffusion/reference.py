@@ -73,3 +73,33 @@ class ReferenceManager:
         log.info("unloaded the IP-Adapter from %s", self.who)
         self.loaded = None
         return True
+
+
+def blend_embeds(pipe: Any, ref: ReferenceSpec | None, cfg: float, kw: dict[str, Any]) -> None:
+    """/blend: several reference images become one IP-Adapter embedding, their weighted mean (in `kw`).
+
+    The weights are relative (normalised to sum 1); the adapter's scale still sets how strongly the blend
+    steers. One image (no `others`) leaves `kw` as it is: diffusers encodes `ip_adapter_image` itself.
+    """
+    if ref is None or not ref.others:
+        return
+    import torch
+    from diffusers.models.embeddings import ImageProjection
+
+    layers = pipe.unet.encoder_hid_proj.image_projection_layers
+    hidden = not isinstance(layers[0], ImageProjection)
+    images = [ref.image, *ref.others]
+    weights = list(ref.weights) or [1.0] * len(images)
+    device = pipe._execution_device
+    pos, neg = None, None
+    with torch.no_grad():
+        for image, w in zip(images, weights, strict=True):
+            embeds, negative = pipe.encode_image(image.convert("RGB"), device, 1, hidden)
+            part = embeds * (w / sum(weights))
+            pos = part if pos is None else pos + part
+            neg = negative if neg is None else neg  # the encoding of a blank image: the same for every image
+    assert pos is not None and neg is not None
+    do_cfg = cfg > 1.0 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
+    single = torch.cat([neg[None], pos[None]]) if do_cfg else pos[None]
+    kw.pop("ip_adapter_image", None)
+    kw["ip_adapter_image_embeds"] = [single]

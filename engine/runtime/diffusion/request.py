@@ -15,10 +15,11 @@ from engine.config import SafetyPolicy
 from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.guidance import ControlSpec, ReferenceSpec, check_controls
 from engine.runtime.diffusion.schedulers import check_scheduler
+from engine.runtime.diffusion.weighting import check_weighting
 
-Family = Literal["sd15", "sdxl", "flux"]
-FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "flux")
-BASE_SIDE: dict[str, int] = {"sd15": 512, "sdxl": 1024, "flux": 1024}
+Family = Literal["sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus"]  # the last three: edit models
+FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus")
+BASE_SIDE: dict[str, int] = {"sd15": 512, "sdxl": 1024, "flux": 1024, "kontext": 1024, "qwen-edit": 1024, "qwen-edit-plus": 1024}
 ASPECTS: dict[str, tuple[int, int]] = {
     "1:1": (1, 1),
     "3:2": (3, 2),
@@ -63,6 +64,8 @@ class GenerationRequest(BaseModel):
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
     loras: list[tuple[str, float]] = Field(default_factory=list)
+    embeddings: list[tuple[str, str]] = Field(default_factory=list)  # (file, token) textual inversions
+    vae: str | None = None  # an alternative VAE; None = the pipeline's own
     family: Family = "sd15"
     safety: SafetyPolicy | None = None
     controls: list[ControlSpec] = Field(default_factory=list)
@@ -95,6 +98,7 @@ class GenerationRequest(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:
         check_scheduler(self.scheduler, self.family)
+        check_weighting(self.prompt, self.negative, self.family)
         if self.seed + self.batch - 1 > MAX_SEED:
             raise ValueError(f"seed {self.seed} + batch would exceed {MAX_SEED}")
         if self.mask_image is not None and self.init_image is None:
@@ -184,6 +188,10 @@ def build_request(
     if aspect is not None:
         data["width"], data["height"] = aspect_size(aspect, family)
     data["loras"] = [tuple(x) for x in preset.get("loras") or []]
+    data["embeddings"] = [
+        (x["path"], x["token"]) if isinstance(x, dict) else tuple(x) for x in preset.get("embeddings") or []
+    ]
+    data["vae"] = preset.get("vae") or None
     data.update({k: v for k, v in fields.items() if v is not None})
     try:
         req = GenerationRequest(**data)

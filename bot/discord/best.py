@@ -1,0 +1,73 @@
+"""Best-of-N results: the best image by CLIP score is posted; the others are one click away (🖼️ Others)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from typing import Any
+
+import discord
+
+from bot.discord import replies
+from bot.discord.render import fit_upload
+from bot.usecases.errors import UserError
+from engine.jobs.result import JobResult
+
+SHOWN = 1  # images posted with a best-of result; the rest come with the button
+
+
+def is_best_of(out: JobResult) -> bool:
+    """Whether a result was a best-of-N pick with images held back."""
+    return bool(out.params.get("best_of")) and len(out.images) > SHOWN
+
+
+def _load(paths: list[str], limit: int) -> list[discord.File]:
+    files = []
+    for i, path in enumerate(paths):
+        with open(path, "rb") as f:
+            data, name = fit_upload(f.read(), limit, f"other-{i + 2}.png")
+        files.append(discord.File(io.BytesIO(data), filename=name))
+    return files
+
+
+class OthersButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:b:(?P<job>[0-9]+)"):
+    """🖼️ the other images of a best-of-N result, with their CLIP scores (ephemeral; anyone may look)."""
+
+    def __init__(self, job_id: int, n_others: int = 0, *, row: int | None = None):
+        self.job_id = job_id
+        label = f"Others ({n_others})" if n_others else "Others"
+        super().__init__(
+            discord.ui.Button(label=label, emoji="🖼️", custom_id=f"atelier:b:{job_id}", row=row)
+        )
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /) -> OthersButton:  # noqa: E501
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        try:
+            await self._show(interaction)
+        except Exception as e:  # noqa: BLE001
+            await replies.fail(interaction, replies.error_text(e))
+
+    async def _show(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        services = interaction.client.services  # type: ignore[attr-defined]
+        job = await services.jobs.get(self.job_id)
+        out = JobResult.of(job) if job is not None else None
+        if out is None:
+            raise UserError(f"job #{self.job_id} has no images to show")
+        others = out.images[SHOWN:]
+        scores = out.params.get("clip_scores") or []
+        ranked = ", ".join(f"#{i + 1}: {s:.1f}" for i, s in enumerate(scores)) if scores else "no scores"
+        limit = services.settings.images.upload_limit_bytes
+        files = await asyncio.to_thread(_load, others, limit)
+        text = f"The other {len(others)} image(s) of job #{self.job_id} (CLIP {ranked})"
+        await interaction.followup.send(text, files=files, ephemeral=True)
+
+
+def add_others(view: discord.ui.View, job_id: int, out: JobResult) -> None:
+    """Add the 🖼️ Others button to a best-of result's buttons (row 0 has room for it)."""
+    if is_best_of(out):
+        view.add_item(OthersButton(job_id, len(out.images) - SHOWN, row=0))

@@ -1,0 +1,120 @@
+"""The seed-aware result cache (request key → generation) and GPU-time rates and estimates per job."""
+
+from __future__ import annotations
+
+import time
+
+from engine.store.db import Database
+from engine.store.history import Generation
+
+
+class ResultCache:
+    """Request keys of finished generations, each reusable for a TTL; the oldest go beyond max_entries."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def find(self, key: str, ttl_s: float, now: float | None = None) -> Generation | None:
+        """The generation stored under `key` if younger than ttl_s (an expired entry is dropped)."""
+        now = time.time() if now is None else now
+        row = await self.db.fetchone(
+            "SELECT g.*, c.created_at AS cached_at FROM result_cache c JOIN generations g ON g.id = c.generation_id"
+            " WHERE c.key = ?",
+            (key,),
+        )
+        if row is None:
+            return None
+        if now - row["cached_at"] > ttl_s:
+            await self.db.execute("DELETE FROM result_cache WHERE key = ?", (key,))
+            return None
+        data = dict(row)
+        data.pop("cached_at")
+        return Generation.from_row(data)  # type: ignore[arg-type]
+
+    async def put(self, key: str, generation_id: int, max_entries: int, now: float | None = None) -> None:
+        """Remember `key` → generation (replacing an older entry), then trim to max_entries."""
+        now = time.time() if now is None else now
+        async with self.db.write() as conn:
+            await conn.execute(
+                "INSERT OR REPLACE INTO result_cache (key, generation_id, created_at) VALUES (?, ?, ?)",
+                (key, generation_id, now),
+            )
+            await conn.execute(
+                "DELETE FROM result_cache WHERE key IN (SELECT key FROM result_cache"
+                " ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)",
+                (max_entries,),
+            )
+
+    async def drop(self, key: str) -> None:
+        """Forget one key (its images are gone)."""
+        await self.db.execute("DELETE FROM result_cache WHERE key = ?", (key,))
+
+    async def size(self) -> int:
+        """How many entries are stored."""
+        row = await self.db.fetchone("SELECT count(*) FROM result_cache")
+        return int(row[0]) if row else 0
+
+
+class Costs:
+    """Measured GPU-seconds per work unit (step × megapixel × image) per preset and device; job estimates."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def rate(self, preset: str, device: str) -> tuple[float, int] | None:
+        """(rate, samples) measured for the preset on the device, or None before its first job."""
+        row = await self.db.fetchone(
+            "SELECT rate, samples FROM preset_rates WHERE preset = ? AND device = ?", (preset, device)
+        )
+        return (float(row["rate"]), int(row["samples"])) if row else None
+
+    async def observe(self, preset: str, device: str, rate: float, weight: float = 0.3) -> float:
+        """Fold one measured rate in (first = as is, then an exponential average); the new rate."""
+        async with self.db.write() as conn:
+            cur = await conn.execute(
+                "SELECT rate, samples FROM preset_rates WHERE preset = ? AND device = ?", (preset, device)
+            )
+            row = await cur.fetchone()
+            new = rate if row is None else (1 - weight) * float(row[0]) + weight * rate
+            await conn.execute(
+                "INSERT INTO preset_rates (preset, device, rate, samples, updated_at) VALUES (?, ?, ?, 1, ?)"
+                " ON CONFLICT (preset, device) DO UPDATE SET rate = excluded.rate,"
+                " samples = preset_rates.samples + 1, updated_at = excluded.updated_at",
+                (preset, device, new, time.time()),
+            )
+        return new
+
+    async def set_estimate(self, job_id: int, user_id: int, gpu_s: float) -> None:
+        """Record a queued job's estimated GPU-seconds."""
+        await self.db.execute(
+            "INSERT OR REPLACE INTO job_costs (job_id, user_id, gpu_s) VALUES (?, ?, ?)", (job_id, user_id, gpu_s)
+        )
+
+    async def estimate_of(self, job_id: int) -> float | None:
+        """A job's estimated GPU-seconds, or None when it was not estimated."""
+        row = await self.db.fetchone("SELECT gpu_s FROM job_costs WHERE job_id = ?", (job_id,))
+        return float(row[0]) if row else None
+
+    async def pending(self, user_id: int | None = None, before_job: int | None = None) -> float:
+        """Estimated GPU-seconds of queued and running jobs (one user's, or those ahead of a job)."""
+        sql = (
+            "SELECT coalesce(sum(c.gpu_s), 0) FROM job_costs c JOIN jobs j ON j.id = c.job_id"
+            " WHERE j.state IN ('queued', 'running')"
+        )
+        args: list[int] = []
+        if user_id is not None:
+            sql, args = sql + " AND c.user_id = ?", [*args, user_id]
+        if before_job is not None:
+            sql, args = sql + " AND j.id < ?", [*args, before_job]
+        row = await self.db.fetchone(sql, args)
+        return float(row[0]) if row else 0.0
+
+    async def jobs_today(self, user_id: int, now: float | None = None) -> int:
+        """Jobs the user submitted in the last 24 hours, as the daily quota counts them."""
+        now = time.time() if now is None else now
+        row = await self.db.fetchone(
+            "SELECT count(*) FROM jobs WHERE user_id = ? AND created_at > ?"
+            " AND NOT (state = 'cancelled' AND started_at IS NULL)",
+            (user_id, now - 86_400),
+        )
+        return int(row[0]) if row else 0

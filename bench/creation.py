@@ -1,6 +1,6 @@
 """Creation paths benchmark; prints ONE JSON line (never asserts).
 
-For each case (instruction edit, draft, enhance; others append theirs to CASES) Atelier end to end (submit ->
+For each case (instruction edit, draft, enhance, animate; others append theirs to CASES) Atelier end to end (submit ->
 runner -> arbiter -> tiny model -> PNG + history) vs the raw diffusers pipeline call on the same tiny model,
 settings and seed, interleaved, as medians and their ratio (target <= 1.05). Also the draft's time as a fraction
 of the full render at the same size (target <= 0.25).
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.creation_video import animate_atelier, animate_raw, prepare_video
 from engine.config import Generation, Gpu, Paths, Settings
 from engine.core import Engine
 
@@ -133,6 +134,7 @@ CASES: list[Case] = [
     Case("edit", edit_atelier, edit_raw),
     Case("draft", draft_atelier, draft_raw),
     Case("enhance", enhance_atelier, enhance_raw),
+    Case("animate", animate_atelier, animate_raw),  # bench.creation_video
 ]
 
 
@@ -217,6 +219,7 @@ async def prepare(svc: Engine, size: int) -> Bench:
              "edit": diffusers.FluxKontextPipeline.from_pretrained(folders["edit"], **ekw).to(device)}  # fmt: skip
     for pipe in b.raw.values():
         pipe.set_progress_bar_config(disable=True)
+    await prepare_video(b)
     source = Image.new("RGB", (size, size), (200, 40, 40))
     source.paste((20, 20, 220), (0, 0, size // 2, size // 2))
     path = svc.settings.path("data_dir") / "bench-source.png"

@@ -9,7 +9,6 @@ so the text encoders do the same work as with the real vocabulary).
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -88,33 +87,11 @@ def _text(spec: dict[str, Any], with_projection: bool = False) -> Any:
     return CLIPTextModelWithProjection(config) if with_projection else CLIPTextModel(config)
 
 
-def _tokenizer(out: Path) -> Any:
-    from transformers import CLIPTokenizer
-
-    testmodels.write_tiny_tokenizer(out / "_tok")
-    tok = CLIPTokenizer.from_pretrained(out / "_tok")
-    shutil.rmtree(out / "_tok")
-    return tok
-
-
 def _vae(scaling_factor: float, sample_size: int, force_upcast: bool) -> Any:
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         **VAE, sample_size=sample_size, scaling_factor=scaling_factor, force_upcast=force_upcast
-    )
-
-
-def _scheduler() -> Any:
-    from diffusers import EulerDiscreteScheduler
-
-    return EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-        timestep_spacing="leading",
     )
 
 
@@ -130,9 +107,9 @@ def save_sd15(out: Path, dtype: Any) -> None:
     pipe = StableDiffusionPipeline(
         vae=_vae(0.18215, 512, force_upcast=False),
         text_encoder=_text(CLIP_L),
-        tokenizer=_tokenizer(out),
+        tokenizer=testmodels.tiny_clip_tokenizer(out),
         unet=UNet2DConditionModel(**SD15_UNET),
-        scheduler=_scheduler(),
+        scheduler=testmodels.euler_scheduler(timestep_spacing="leading"),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -144,7 +121,7 @@ def save_sdxl(out: Path, dtype: Any) -> None:
     """Build and save a random-weight full-size SDXL base pipeline."""
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
-    tok = _tokenizer(out)
+    tok = testmodels.tiny_clip_tokenizer(out)
     pipe = StableDiffusionXLPipeline(
         vae=_vae(0.13025, 1024, force_upcast=True),
         text_encoder=_text(CLIP_L),
@@ -152,7 +129,7 @@ def save_sdxl(out: Path, dtype: Any) -> None:
         tokenizer=tok,
         tokenizer_2=tok,
         unet=UNet2DConditionModel(**SDXL_UNET),
-        scheduler=_scheduler(),
+        scheduler=testmodels.euler_scheduler(timestep_spacing="leading"),
         force_zeros_for_empty_prompt=True,
     )
     _save(pipe, out, dtype)

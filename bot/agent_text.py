@@ -82,7 +82,7 @@ def short_args(args: Mapping[str, Any]) -> str:
     """Arguments that were set, compactly: prompt="a cat", count=2."""
     out = []
     for key, value in args.items():
-        if value in (None, "", [], {}) or (key == "count" and value == 1) or (key == "limit" and value == 5):
+        if value in (None, "", [], {}) or value is False or (key == "count" and value == 1) or (key == "limit" and value == 5):
             continue
         text = json.dumps(value, ensure_ascii=False, default=str)
         out.append(f"{key}={text if len(text) <= ARG_CHARS else text[: ARG_CHARS - 1] + '…'}")

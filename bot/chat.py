@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot import chat_commands as cc
-from bot import chat_creation, chat_quality, chat_variations
+from bot import chat_creation, chat_quality, chat_style_codes, chat_variations
 from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
 from bot.usecases import account, guided, jobs, library
@@ -29,7 +29,8 @@ HELP = """Talk in plain language ("a lighthouse in watercolor, moody"). Start a 
 last image ("^ darker"). Commands:
   /imagine PROMPT      queue a generation directly (no LLM); with an /attach'ed image add
                        --control TYPE (canny, depth, openpose, lineart, softedge, scribble; up to 3)
-                       and/or --reference [style|subject]; --draft for a fast preview
+                       and/or --reference [style|subject]; --draft for a fast preview;
+                       --style-code CODE to use a shared style code
   /attach PATH         attach an image to your next message (or /imagine, /control)
   /zoom [FACTOR]       zoom out of your last image (default 2x, 1.1 to 4)
   /pan DIR [FACTOR]    extend your last image left, right, up or down (default 1.5x)
@@ -120,11 +121,14 @@ class TerminalChat:
         name, _, arg = line[1:].partition(" ")
         arg, uid = arg.strip(), self.user_id
         if name == "help":
-            return HELP + "\n" + chat_creation.HELP + "\n" + chat_quality.HELP + "\n" + chat_variations.HELP
+            helps = (chat_creation.HELP, chat_quality.HELP, chat_variations.HELP, chat_style_codes.HELP)
+            return "\n".join((HELP, *helps))
         if name in chat_creation.COMMANDS:
             return await chat_creation.run(self, name, arg)
         if name in chat_quality.COMMANDS:
             return await chat_quality.run(self, name, arg)
+        if name in chat_style_codes.COMMANDS:
+            return await chat_style_codes.run(self, name, arg)
         if name in chat_variations.COMMANDS:
             return await chat_variations.run(self, name, arg)
         if name == "attach":
@@ -156,7 +160,8 @@ class TerminalChat:
         """/imagine PROMPT [--control TYPE] [--reference MODE]: the options use the /attach'ed image."""
         args = cc.parse_imagine(arg)
         payload = await account.imagine_payload(
-            self.engine, user_id=self.user_id, guild_id=0, prompt=args.prompt, draft=args.draft or None
+            self.engine, user_id=self.user_id, guild_id=0, prompt=args.prompt, draft=args.draft or None,
+            style_code=args.style_code,
         )
         payload |= await cc.guided_fields(self.engine.settings, args, self.pending)
         if args.control or args.reference:

@@ -20,7 +20,7 @@ from engine.runtime.control import CONTROL_TYPES, MAX_CONTROLS, REFERENCE_MODES,
 from engine.runtime.diffusion.errors import InvalidRequest
 from tools.sources import save_upload
 
-IMAGINE_OPTIONS = "/imagine takes --control TYPE (up to 3), --reference [style|subject] and --draft"
+IMAGINE_OPTIONS = "/imagine takes --control TYPE (up to 3), --reference [style|subject], --draft and --style-code CODE"
 
 
 @dataclass
@@ -31,6 +31,7 @@ class ImagineArgs:
     control: list[str] = field(default_factory=list)
     reference: str | None = None
     draft: bool = False
+    style_code: str | None = None
 
 
 def _control(name: str) -> str:
@@ -65,6 +66,11 @@ def parse_imagine(arg: str) -> ImagineArgs:
                     raise UserError(f"--reference takes {' or '.join(REFERENCE_MODES)}, not '{value}'")
             elif name == "draft":
                 out.draft = True
+            elif name == "style-code":
+                if not value and (not follows or follows.startswith("--")):
+                    raise UserError("--style-code needs a code, e.g. --style-code X7K2")
+                value, i = (value, i) if value else (follows, i + 1)
+                out.style_code = value
             else:
                 raise UserError(f"unknown option {word}; {IMAGINE_OPTIONS}")
         i += 1

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from bot.usecases import blend
+from bot.usecases.animate import animate_payload, parse_animate, save_attachment
 from bot.usecases.describe import describe_image, describe_text
 from bot.usecases.errors import UserError
 from engine.jobs.policy import Requester
 
-COMMANDS = ("describe", "blend")
+COMMANDS = ("describe", "blend", "animate")
 HELP = """  /describe [PRESET]   four prompts that would make the attached (or your last) image
-  /blend [--weights 1,0.5] [PROMPT]  blend 2-5 /attach'ed images into one (a weight per image)"""
+  /blend [--weights 1,0.5] [PROMPT]  blend 2-5 /attach'ed images into one (a weight per image)
+  /animate [--frames N] [--fps N] [--seed N] PROMPT  a short MP4 clip (of the /attach'ed image, if any)"""
 
 
 async def run(chat: Any, name: str, arg: str) -> str:
@@ -20,6 +22,8 @@ async def run(chat: Any, name: str, arg: str) -> str:
         return await _describe(chat, arg)
     if name == "blend":
         return await _blend(chat, arg)
+    if name == "animate":
+        return await _animate(chat, arg)
     raise UserError(f"unknown command /{name}")
 
 
@@ -63,3 +67,16 @@ async def _blend(chat: Any, arg: str) -> str:
     )
     chat.pending = []
     return await chat._run(payload)
+
+
+async def _animate(chat: Any, arg: str) -> str:
+    """Queue an 'animate' job (from the first attached image, if any), wait, and say where the clip is."""
+    prompt, options = parse_animate(arg)
+    engine = chat.engine
+    image = await save_attachment(engine.settings, chat.pending[0]) if chat.pending else None
+    payload = animate_payload(prompt, image=image, **options)
+    job_id = await engine.submit("animate", payload, user_id=chat.user_id)
+    chat.pending = chat.pending[1:]
+    job = await chat._finish(job_id)
+    shown = job["error"] or "\n".join(job["images"]) or f"job #{job_id}: {job['state']}"
+    return f"{shown}\n{job['notes']}" if job["notes"] else shown

@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--diagnostics", action="store_true", help="also run the 'noop' test op (tests and bench.queue)"
     )
+    worker.add_argument("--device", help="run on this device: cuda:N, cuda, cpu, cpu:N (a test label), mps")
+    fleet = worker.add_mutually_exclusive_group()
+    fleet.add_argument("--all-devices", action="store_true", help="one worker process per visible GPU")
+    fleet.add_argument("--devices", metavar="A,B", help="one worker process per listed device")
+    worker.add_argument(
+        "--warm", action="append", metavar="PRESET", help="load this preset before taking jobs (repeatable)"
+    )
 
     db = sub.add_parser("db", help="inspect and maintain the SQLite store")
     dbsub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -191,9 +198,13 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.all_devices or args.devices:
+            from bot.worker_fleet import run_fleet
+
+            return run_fleet(settings, args)
         worker = QueueWorker(
             settings, worker_id=args.id, max_jobs=args.max_jobs, diagnostics=args.diagnostics,
-            demo=args.demo, metrics_port=args.metrics_port,
+            demo=args.demo, metrics_port=args.metrics_port, device=args.device, warm=tuple(args.warm or ()),
         )  # fmt: skip
         asyncio.run(worker.run(ready=lambda w: print(f"atelier worker {w.id}: ready", flush=True)))
     except (ConnectionError, OSError, ValueError) as e:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.runtime.diffusion.edit import EDIT_FAMILIES
+from engine.runtime.diffusion.video import VIDEO_FAMILIES
+
 TEST_PREFIXES = ("demo:", "pkg:", "chunks:")  # offline test and evaluation models: never advised
+SIDE_FAMILIES = (*EDIT_FAMILIES, *VIDEO_FAMILIES)  # edit and video presets sit beside the default, never are it
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ def candidates(presets: list[dict], *, llm: bool) -> list[Sized]:
         if not p.get("vram_mb") or str(p.get("model", "")).startswith(TEST_PREFIXES):
             continue
         if llm and p.get("role", "agent") == "vision":
+            continue
+        if not llm and p.get("family") in SIDE_FAMILIES:
             continue
         out.append(Sized(p["name"], int(p["vram_mb"])))
     return sorted(out, key=lambda s: (-s.vram_mb, s.name))

@@ -29,6 +29,7 @@ _SEED = re.compile(
     r"\b(?:with\s+(?:the\s+)?|using\s+(?:the\s+)?|on\s+)?(?:seed|graine|semilla|semente|seme)\s*"
     r"(?:=|:|#|of|number|no\.?|is|n°)?\s*(?P<n>\d{1,24})\b"
 )
+_STYLE_CODE = re.compile(r"(?:--)?\bstyle[\s_-]?code\s*(?:[:=#]|is)?\s*(?P<code>[2-9a-hjkmnp-z]{4,8})\b")
 _RATIO = re.compile(r"\b(?:in\s+|at\s+|as\s+)?(?P<w>\d{1,4})\s?(?::|by|/|x)\s?(?P<h>\d{1,4})\b(?:\s+(?:ratio|aspect|format))?")
 _NEGATIVE = re.compile(
     r"(?:^|(?<=[\s,;(]))(?:--no|negative(?:\s+prompt)?\s*:|without|w/o|no|avoid(?:ing)?|exclude|excluding|minus"
@@ -283,6 +284,9 @@ def read(
     m = _SEED.search(low)
     if m:
         keep("seed", int(m.group("n")), m.span())
+    m = _STYLE_CODE.search(low)
+    if m:
+        keep("style_code", m.group("code").upper(), m.span())
     negative, neg_spans = _negatives(low)
     if negative:
         args["negative"] = negative

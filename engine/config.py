@@ -11,7 +11,9 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.config_autotag import AutoTag
+from engine.config_control import Control
 from engine.config_quality import Cache, Cost, Scoring
+from engine.config_video import Video
 from engine.config_web import Web
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.json"
@@ -84,8 +86,10 @@ class Gpu(Section):
     )
     lora_hotswap: bool = Field(
         False,
-        description="swap LoRA weights in place (diffusers enable_lora_hotswap) so a compiled denoiser is "
-        "not recompiled when LoRAs change; unused slots stay loaded at weight 0",
+        description="swap LoRA weights in place (diffusers enable_lora_hotswap) so a compiled denoiser is not recompiled "
+        "when LoRAs change; idle slots stay at weight 0. Limits: the first LoRA after a load adds the adapter "
+        "layers and recompiles once (peft warns the model is already compiled), as do the first swap after it "
+        "and each added slot; later LoRAs must target a subset of the first one's layers, rank <= lora_max_rank",
     )
     lora_max_rank: PosInt = Field(
         64, description="largest LoRA rank that can be hot-swapped (smaller ones are padded to it)"
@@ -180,70 +184,6 @@ class Queue(Section):
     )
 
 
-class IpAdapter(Section):
-    """Where one model family's IP-Adapter (reference image) weights live."""
-
-    model: str = Field(description="hub id or local folder")
-    subfolder: str = Field("", description="folder inside `model` that holds `weight`; empty = its root")
-    weight: str = Field(description="weight file name inside `subfolder`")
-    image_encoder: str = Field(
-        description='image encoder folder inside `model` (a name without "/" is taken inside `subfolder`)'
-    )
-
-
-_SD15_NETS = {
-    t: f"lllyasviel/control_v11p_sd15_{t}" for t in ("canny", "openpose", "lineart", "softedge", "scribble")
-} | {"depth": "lllyasviel/control_v11f1p_sd15_depth"}
-
-
-class Control(Section):
-    """Guided generation: ControlNets, reference images (IP-Adapter) and outpainting."""
-
-    annotators: str = Field(
-        "lllyasviel/Annotators", description="hub repo or folder with the control preprocessors' weights"
-    )
-    detect_resolution: Annotated[int, Field(ge=64, le=2048)] = Field(
-        512, description="resolution the preprocessors analyse a control image at, in pixels"
-    )
-    max_controls: Annotated[int, Field(ge=1, le=3)] = Field(3, description="most control images per request")
-    reference_scale: Annotated[float, Field(ge=0, le=1.5)] = Field(
-        0.6, description="default strength of a reference image; 0 = ignored"
-    )
-    outpaint_overlap_px: Annotated[int, Field(ge=0, le=128)] = Field(
-        16, description="pixels of the original repainted and feathered along an outpaint seam; 0 = hard edge"
-    )
-    controlnets: dict[Literal["sd15", "sdxl", "flux"], dict[str, str]] = Field(
-        {
-            "sd15": _SD15_NETS,
-            "sdxl": {
-                "canny": "diffusers/controlnet-canny-sdxl-1.0",
-                "depth": "diffusers/controlnet-depth-sdxl-1.0",
-                "openpose": "thibaud/controlnet-openpose-sdxl-1.0",
-                "scribble": "xinsir/controlnet-scribble-sdxl-1.0",
-            },
-            "flux": {"canny": "InstantX/FLUX.1-dev-Controlnet-Canny"},
-        },
-        description="family → control type → ControlNet weights (hub id or path); a missing entry is an error",
-    )
-    ip_adapter: dict[Literal["sd15", "sdxl"], IpAdapter] = Field(
-        {
-            "sd15": IpAdapter(
-                model="h94/IP-Adapter",
-                subfolder="models",
-                weight="ip-adapter_sd15.safetensors",
-                image_encoder="models/image_encoder",
-            ),
-            "sdxl": IpAdapter(
-                model="h94/IP-Adapter",
-                subfolder="sdxl_models",
-                weight="ip-adapter_sdxl.safetensors",
-                image_encoder="sdxl_models/image_encoder",
-            ),
-        },
-        description="family → the IP-Adapter files reference images use",
-    )
-
-
 class History(Section):
     """Paging and searching a user's past generations."""
 
@@ -312,6 +252,7 @@ class Settings(Section):
     cost: Cost = Field(Cost(), description=Cost.__doc__)
     web: Web = Field(Web(), description=Web.__doc__)
     autotag: AutoTag = Field(AutoTag(), description=AutoTag.__doc__)
+    video: Video = Field(Video(), description=Video.__doc__)
     presets: UserPresets = Field(UserPresets(), description=UserPresets.__doc__)
     base_dir: str = Field(
         default=".", exclude=True, description="folder relative paths start from (set to the config file's)"

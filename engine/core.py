@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from engine.config import Settings
 from engine.jobs.admission import Admission
+from engine.jobs.animate import AnimateHandler
 from engine.jobs.handlers import GenerationHandlers
 from engine.jobs.policy import Requester
 from engine.jobs.runner import JobRunner
@@ -103,6 +104,7 @@ class Engine:
                 return await preprocess(models, arbiter, kind, image, settings.control.detect_resolution)
 
             handlers = GenerationHandlers(store, settings, renderer, models, preset, preview).handlers()
+            handlers |= AnimateHandler(store, settings, models).handlers()  # video renders here, never remote
             runner = JobRunner(jobs, arbiter, handlers, settings, worker_id,
                                concurrency=concurrency or settings.queue.max_batch, poll_s=poll_s)  # fmt: skip
             runner_box.append(runner)

@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.runtime.llm.presets import LlmPreset as RuntimeLlmPreset
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
-Family = Literal["sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus"]  # the last three edit
+Family = Literal[
+    "sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus",  # the last three edit
+    "animatediff", "wan", "wan-i2v",  # video (engine.runtime.diffusion.video)
+]  # fmt: skip
 
 
 class LoraRef(BaseModel):
@@ -44,6 +47,7 @@ class ImagePreset(BaseModel):
     embeddings: tuple[EmbeddingRef, ...] = ()  # write the token in a prompt or negative to use one
     vae: Annotated[str, Field(max_length=500)] | None = None  # an alternative VAE (path or hub id)
     safety_checker: str | None = None  # a path or hub id; None = the CompVis checker
+    motion_adapter: Annotated[str, Field(max_length=500)] | None = None  # animatediff: the MotionAdapter
     vram_mb: Annotated[int, Field(ge=0)] | None = None  # peak GPU memory at the default size (doctor's advice)
     description: Annotated[str, Field(max_length=300)] = ""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from engine.config import Agent, Generation, Llm, Paths, Queue, Settings
 from engine.store import Store
 from engine.store.jobs import Job, JobStore
 from tools.context import Services, ToolContext
+from tools.registry import Registry
+from tools.whitelist import WHITELIST
 
 ALICE, BOB, GUILD, CHANNEL = 1001, 2002, 77, 5
 ALICE_PROMPTS = [
@@ -23,6 +27,7 @@ BOB_PROMPTS = [
     ("blue robot secret project", 999, "sd15", ""),
     ("bob's private castle", 888, "sdxl", ""),
 ]
+CHOICES = {"style": ["watercolor", "ink-sketch"], "preset": ["sd15", "sdxl"]}  # the tools' style and preset choices
 
 
 def write_png(path: Path, color: tuple[int, int, int] = (200, 40, 40), size: int = 32) -> Path:
@@ -30,6 +35,13 @@ def write_png(path: Path, color: tuple[int, int, int] = (200, 40, 40), size: int
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (size, size), color).save(path, format="PNG")
     return path
+
+
+def png_bytes(color: tuple[int, int, int] = (10, 20, 30), size: tuple[int, int] = (40, 20)) -> bytes:
+    """A small solid-colour PNG's bytes, as an upload carries them."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 @dataclass
@@ -73,38 +85,42 @@ async def seed_env(store: Store, settings: Settings, **services_kw) -> Env:
     jobs = JobStore(store.db, settings.queue)
     env = Env(store, jobs, settings, Services(store, jobs, settings, **services_kw))
     out = settings.path("outputs")
-    for i, (prompt, seed, preset, style) in enumerate(ALICE_PROMPTS):
-        rel = f"alice/{i}.png"
-        write_png(out / rel, (40, 40, 200 - i * 40))
-        env.alice_ids.append(
-            await store.history.add(
-                user_id=ALICE,
-                guild_id=GUILD,
-                channel_id=CHANNEL,
-                prompt=prompt,
-                seed=seed,
-                preset=preset,
-                style=style,
-                images=[rel],
-                params={"aspect": "16:9", "steps": 20},
+    owners = (
+        (ALICE, "alice", ALICE_PROMPTS, env.alice_ids, {"aspect": "16:9", "steps": 20}),
+        (BOB, "bob", BOB_PROMPTS, env.bob_ids, None),
+    )
+    for user, folder, prompts, ids, params in owners:
+        for i, (prompt, seed, preset, style) in enumerate(prompts):
+            rel = f"{folder}/{i}.png"
+            write_png(out / rel, (40, 40, 200 - i * 40) if user == ALICE else (10, 200, 10))
+            ids.append(
+                await store.history.add(
+                    user_id=user,
+                    guild_id=GUILD,
+                    channel_id=CHANNEL,
+                    prompt=prompt,
+                    seed=seed,
+                    preset=preset,
+                    style=style,
+                    images=[rel],
+                    params=params,
+                )
             )
-        )
-    for i, (prompt, seed, preset, style) in enumerate(BOB_PROMPTS):
-        rel = f"bob/{i}.png"
-        write_png(out / rel, (10, 200, 10))
-        env.bob_ids.append(
-            await store.history.add(
-                user_id=BOB,
-                guild_id=GUILD,
-                channel_id=CHANNEL,
-                prompt=prompt,
-                seed=seed,
-                preset=preset,
-                style=style,
-                images=[rel],
-            )
-        )
     return env
+
+
+def spied_registry(executed: list[str]) -> Registry:
+    """The real whitelist, each tool wrapped to log its name when (and only when) its body runs."""
+
+    def spy(func):
+        @functools.wraps(func)
+        async def wrapper(ctx, **kw):
+            executed.append(func.__name__)
+            return await func(ctx, **kw)
+
+        return wrapper
+
+    return Registry([spy(f) for f in WHITELIST])
 
 
 class FakeJobWaiter:

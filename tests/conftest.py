@@ -122,3 +122,32 @@ async def open_store(tmp_path: Path):
     yield make
     for s in opened:
         await s.close()
+
+
+@pytest.fixture
+async def env(open_store, tmp_path: Path):
+    """The tools/agent tests' store: two users' seeded history (tests.agent_support) with the default settings."""
+    from tests.agent_support import make_settings, seed_env
+
+    return await seed_env(await open_store(), make_settings(tmp_path))
+
+
+@pytest.fixture
+async def tiny_engines(tiny_sd_path: Path, tiny_safety_path: Path):
+    """Factory: a started Engine with a global 'tiny' image preset (`preset` on the tiny SD model); all stopped."""
+    from engine.core import Engine
+
+    started: list[Engine] = []
+
+    async def make(settings: Settings, preset: dict, **start_kw) -> Engine:
+        start_kw.setdefault("poll_s", 0.05)
+        engine = await Engine.start(settings, **start_kw)
+        started.append(engine)
+        tiny = {**preset, "model": str(tiny_sd_path), "safety_checker": str(tiny_safety_path)}
+        await engine.store.presets.save("image", "tiny", tiny)
+        return engine
+
+    yield make
+    for engine in reversed(started):
+        if engine.store.db._w is not None:  # not stopped by the test itself
+            await engine.stop()

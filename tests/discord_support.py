@@ -15,6 +15,7 @@ from engine.config import Discord, Paths, Settings
 from engine.core import Engine
 from engine.jobs.runner import JobRunner
 from engine.jobs.submit import JobSubmitter
+from engine.runtime.arbiter import Arbiter
 from engine.store import Store
 from engine.store.jobs import JobStore
 from tests.discord_fake import FakeDiscord
@@ -103,7 +104,8 @@ async def running_env(tmp: Path, monkeypatch: Any, *, settings: Settings | None 
         jobs, None, handlers.map(), settings, "test-worker", poll_s=0.05, progress_interval_s=0.0
     )
     submitter = JobSubmitter(jobs, store, settings, runner.wake)
-    services = Engine(settings, store, None, jobs, None, None, runner, submitter)  # type: ignore[arg-type]
+    arbiter = Arbiter(settings.gpu)  # never started: nothing loads, /settings reads its (empty) footprints
+    services = Engine(settings, store, arbiter, jobs, None, None, runner, submitter)  # type: ignore[arg-type]
     agent = agent or ScriptedAgent()
     bot = AtelierBot(services, agent, guild_ready_timeout=0.05)
     task = asyncio.create_task(bot.start("fake-token"))

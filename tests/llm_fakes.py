@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.runtime.llm.messages import check_messages
-from engine.runtime.llm.types import Message, Reply, parse_json
+from engine.runtime.llm.types import GenerationAborted, Message, Reply, parse_json
 
 ScriptItem = dict | str | Reply | Callable[[list[Message]], "dict | str | Reply"]
 DEFAULT_CRITIQUE = "The composition is balanced; the subject is clear. Consider stronger contrast."
@@ -43,9 +43,13 @@ class ScriptedChatModel:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        abort: Callable[[], bool] | None = None,
     ) -> Reply:
-        """Record the messages and return the next scripted reply (shape and image URLs are checked)."""
+        """Record the messages and return the next scripted reply (shape and image URLs are checked);
+        GenerationAborted, using no reply, when abort() is already true."""
         check_messages(messages)
+        if abort is not None and abort():
+            raise GenerationAborted("scripted model: aborted before the prompt")
         with self._lock:
             self.calls.append(copy.deepcopy(messages))
             self.schemas.append(schema)
@@ -66,11 +70,40 @@ class ScriptedChatModel:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        abort: Callable[[], bool] | None = None,
     ) -> Reply:
         """chat() in a worker thread, like the real model."""
         return await asyncio.to_thread(
-            self.chat, messages, schema, max_tokens=max_tokens, temperature=temperature
+            self.chat, messages, schema, max_tokens=max_tokens, temperature=temperature, abort=abort
         )
+
+
+class SteppedChatModel(ScriptedChatModel):
+    """Always `reply`, after `tokens` fake tokens per call, checking abort() before each one as the abortable
+    llama.cpp path does; `on_step(call, token)` runs in the worker thread first (to pause or act there)."""
+
+    def __init__(
+        self, reply: dict, tokens: int = 20, on_step: Callable[[int, int], None] | None = None
+    ) -> None:
+        super().__init__([])
+        self.reply = reply
+        self.tokens = tokens
+        self.on_step = on_step
+        self.generated: list[int] = []  # tokens generated, per call
+
+    def chat(self, messages: list[Message], schema: dict | None = None, **kw: Any) -> Reply:
+        """Step through the tokens; GenerationAborted at the first step where kw["abort"]() is true."""
+        check_messages(messages)
+        abort = kw.get("abort")
+        call = len(self.generated)
+        self.generated.append(0)
+        for token in range(self.tokens):
+            if self.on_step is not None:
+                self.on_step(call, token)
+            if abort is not None and abort():
+                raise GenerationAborted(f"stepped model: stopped after {token} token(s)", tokens=token)
+            self.generated[call] = token + 1
+        return _as_reply(self.reply, schema is not None)
 
 
 def _as_reply(item: Any, structured: bool) -> Reply:

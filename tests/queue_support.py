@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,19 @@ from engine.store.jobs import JobStore
 
 REPO = Path(__file__).resolve().parent.parent
 BOT_ID = "bot:test"
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def http_get(url: str) -> tuple[int, str]:
+    """GET a local endpoint (metrics, health) off the event loop: (status, body), error statuses included."""
+    return await asyncio.to_thread(_get, url)
 
 
 def make_settings(data_dir: Path, url: str, **queue: Any) -> Settings:

@@ -6,7 +6,6 @@ One model is loaded for the module. The usefulness thresholds sit well below wha
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import json
 from pathlib import Path
@@ -19,11 +18,10 @@ from bench.eval_env import GUILD as EVAL_GUILD
 from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
 from engine.runtime.llm import BadAction, LlamaModel
-from tests.agent_support import ALICE, BOB, GUILD, make_settings, seed_env
+from tests.agent_support import ALICE, BOB, GUILD, make_settings, seed_env, spied_registry
 from tools.context import Attachment, Services
 from tools.orchestrator import Orchestrator
-from tools.registry import Registry
-from tools.whitelist import REGISTRY, WHITELIST
+from tools.whitelist import REGISTRY
 
 GGUF = Path(
     str(
@@ -132,20 +130,6 @@ class Recording:
         self.outputs.append((True, reply.text))
         self.calls.append((reply.prompt_tokens, max_tokens or 0, schema))
         return reply
-
-
-def spied_registry(executed: list[str]) -> Registry:
-    """The real whitelist, each tool wrapped to log its name when (and only when) its body runs."""
-
-    def spy(func):
-        @functools.wraps(func)
-        async def wrapper(ctx, **kw):
-            executed.append(func.__name__)
-            return await func(ctx, **kw)
-
-        return wrapper
-
-    return Registry([spy(f) for f in WHITELIST])
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,9 @@ class _Busy:
         self.asked += 1
         return self.script.pop(0) if self.script else False
 
+    def now(self) -> bool:
+        return False
+
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(paths=Paths(data_dir=str(tmp_path)))
@@ -91,13 +94,13 @@ async def test_tagger_tags_when_idle_and_yields_between_images(open_store, tmp_p
     two = await store.history.add(user_id=1, prompt="p", seed=1, images=[_png(out / "1.png"), "2.png"])
     _png(out / "2.png", "blue")  # a relative path: under outputs
     vision = ScriptedChatModel([{"tags": ["Cats", "kitty", "red sky"]}, {"tags": ["dogs"]},
-                                {"tags": ["Cats"]}, {"tags": ["Trees"]}])  # fmt: skip
+                                {"tags": ["Trees"]}])  # fmt: skip
     busy = _Busy([False, False, True])  # idle, idle for image 1, then a user job appears before image 2
     tagger = AutoTagger(store, vision, _settings(tmp_path), busy)
     assert await tagger.tag_once() is False
     assert tagger.yielded == 1 and tagger.tagged_images == 1 and await store.tags.of(two) == []
     assert await tagger.tag_once() is True  # idle again: the whole generation, from the start
-    assert await store.tags.of(two) == [["cat"], ["tree"]]
+    assert await store.tags.of(two) == [["dog"], ["tree"]] and vision.remaining == 0
     assert vision.schemas[0]["properties"]["tags"]["maxItems"] == 12
     assert vision.calls[0][1]["content"][1]["image_url"]["url"].startswith("data:image/")
     assert await tagger.tag_once() is False  # nothing left
@@ -126,7 +129,7 @@ async def test_runner_busy_sees_queued_jobs(open_store, tmp_path) -> None:
 
     busy = runner_busy(_Runner(), jobs)
     assert await busy() is False
-    await jobs.enqueue("generate", {"prompt": "x"}, user_id=1)
+    await jobs.enqueue(1, 0, 0, "generate", {"prompt": "x"})
     assert await busy() is True
     _Runner.active = {1: object()}
     assert await busy() is True
@@ -144,8 +147,8 @@ async def test_spare_lease_never_evicts_a_users_model() -> None:
             pass
     assert user.loaded and not seer.loaded and arbiter.evictions == 0
     await arbiter.unload("painter")
-    async with spare_lease(arbiter, "seer") as m:
-        assert m is seer and seer.loaded
+    async with spare_lease(arbiter, "seer") as lease:
+        assert lease.model is seer and seer.loaded and not lease.contended()
     async with arbiter.use("painter"):  # the user's model still wins: the idle seer steps aside
         assert user.loaded and not seer.loaded
 

@@ -30,19 +30,9 @@ def _settings(tmp_path: Path, tiny_models_dir: Path, **cache) -> Settings:
 
 
 @pytest.fixture
-async def start(tmp_path, tiny_models_dir, tiny_sd_path, tiny_safety_path):
-    started: list[Engine] = []
-
-    async def make(**cache) -> Engine:
-        svc = await Engine.start(_settings(tmp_path, tiny_models_dir, **cache), poll_s=0.05)
-        started.append(svc)
-        preset = {**TINY, "model": str(tiny_sd_path), "safety_checker": str(tiny_safety_path)}
-        await svc.store.presets.save("image", "tiny", preset)
-        return svc
-
-    yield make
-    for svc in reversed(started):
-        await svc.stop()
+def start(tmp_path, tiny_models_dir, tiny_engines):
+    """Factory: a started Engine with these cache settings and the 'tiny' preset."""
+    return lambda **cache: tiny_engines(_settings(tmp_path, tiny_models_dir, **cache), TINY)
 
 
 async def run(svc: Engine, payload: dict, user: int = A) -> JobResult:

@@ -21,7 +21,7 @@ TINY = {"family": "sd15", "steps": 2, "cfg": 5.0, "scheduler": "euler", "width":
 
 
 @pytest.fixture
-async def svc(tmp_path, tiny_models_dir, tiny_sd_path, tiny_safety_path):
+async def svc(tmp_path, tiny_models_dir, tiny_sd_path, tiny_safety_path, tiny_engines):
     settings = Settings(
         paths=Paths(data_dir=str(tmp_path / "data"), demo_models=str(tiny_models_dir)),
         gpu=Gpu(device="cpu"),
@@ -29,12 +29,10 @@ async def svc(tmp_path, tiny_models_dir, tiny_sd_path, tiny_safety_path):
         queue=Queue(batch_window_ms=0, daily_quota=4, max_per_user=4),
         scoring=Scoring(enabled=False),
     )
-    engine = await Engine.start(settings, poll_s=0.05)
-    base = {**TINY, "model": str(tiny_sd_path), "safety_checker": str(tiny_safety_path)}
-    await engine.store.presets.save("image", "tiny", base)
-    await engine.store.presets.save("image", "tiny-hot", {**base, "cfg": 9.0})
-    yield engine
-    await engine.stop()
+    engine = await tiny_engines(settings, TINY)
+    hot = {**TINY, "cfg": 9.0, "model": str(tiny_sd_path), "safety_checker": str(tiny_safety_path)}
+    await engine.store.presets.save("image", "tiny-hot", hot)
+    return engine
 
 
 def _label_ink(grid: Image.Image, box: tuple[int, int, int, int]) -> int:

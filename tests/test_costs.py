@@ -10,7 +10,6 @@ from bot.discord.render import ProgressState, progress_text
 from bot.usecases.quality import eta_text, vram_text
 from engine.config import Generation, Gpu, Paths, Queue, Settings
 from engine.config_quality import Cost, Scoring
-from engine.core import Engine
 from engine.jobs.admission import ACT_BYTES_PER_PIXEL, MIB, vram_limits
 from engine.runtime.diffusion.errors import InvalidRequest
 
@@ -31,22 +30,13 @@ def _settings(tmp_path: Path, tiny_models_dir: Path, **cost) -> Settings:
 
 
 @pytest.fixture
-async def start(tmp_path, tiny_models_dir, tiny_sd_path, tiny_safety_path):
-    started: list[Engine] = []
-
+def start(tmp_path, tiny_models_dir, tiny_engines):
     async def make(*, worker: bool = True, budget_bytes: int | None = None, vram_mb: int | None = None, **cost):
+        preset = TINY if vram_mb is None else {**TINY, "vram_mb": vram_mb}
         settings = _settings(tmp_path, tiny_models_dir, **cost)
-        svc = await Engine.start(settings, poll_s=0.05, worker=worker, budget_bytes=budget_bytes)
-        started.append(svc)
-        preset = {**TINY, "model": str(tiny_sd_path), "safety_checker": str(tiny_safety_path)}
-        if vram_mb is not None:
-            preset["vram_mb"] = vram_mb
-        await svc.store.presets.save("image", "tiny", preset)
-        return svc
+        return await tiny_engines(settings, preset, worker=worker, budget_bytes=budget_bytes)
 
-    yield make
-    for svc in reversed(started):
-        await svc.stop()
+    return make
 
 
 async def test_the_estimate_uses_the_default_rate_then_the_measured_one(start):

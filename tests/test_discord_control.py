@@ -180,11 +180,12 @@ async def test_zoom_and_pan_buttons_enqueue_outpaint_jobs_for_the_clicker(tmp_pa
             assert fake.find("POST", rf"{tok}/callback")[0].body["type"] == 5
             kind, payload = env.handlers.runs[before]
             assert isinstance(payload.pop("seed"), int)  # the seed is drawn once, at submission
+            assert payload.pop("seed_fixed") is False  # drawn, not asked for: the result cache never answers
             assert kind == "generate" and payload == {
                 "prompt": "a lighthouse", "source_generation_id": gen, "source_index": 0,
                 "outpaint": {"direction": direction, "factor": factor}}  # fmt: skip
             job = (await env.services.jobs.user_jobs(int(who["id"]), ("done",)))[-1]
-            assert {k: v for k, v in job.payload.items() if k != "seed"} == payload
+            assert {k: v for k, v in job.payload.items() if k not in ("seed", "seed_fixed")} == payload
             assert f"atelier:o:{job.id}:all:1" in _ids(final[-1].body["components"])  # zoom again
 
 
@@ -204,7 +205,7 @@ async def test_multi_image_results_get_one_zoom_pan_menu_within_discord_limits(t
         await env.send("INTERACTION_CREATE", click)
         await fake.wait_for(lambda: len(env.handlers.runs) > before, what="outpaint job ran")
         gen = (await env.services.jobs.require(job_id)).result["generation_id"]
-        assert {k: v for k, v in env.handlers.runs[before][1].items() if k != "seed"} == {
+        assert {k: v for k, v in env.handlers.runs[before][1].items() if k not in ("seed", "seed_fixed")} == {
             "prompt": "four cats", "source_generation_id": gen, "source_index": 2,
             "outpaint": {"direction": "up", "factor": 1.5}}  # fmt: skip
         up = fake.click(msg, f"atelier:u:{job_id}:1")

@@ -127,7 +127,11 @@ def test_lora_hotswap_agrees_and_does_not_recompile(
     try:
         assert model.fast == {"lora_hotswap", "compile"}
         assert len(counted) >= 1  # compiled and warmed inside load()
-        first_round = [gen(model, loras=a), gen(model, loras=b), gen(model)]
+        at_load = len(counted)
+        first_round = [gen(model, loras=a)]
+        # documented limit (gpu.lora_hotswap): the first LoRA adds the adapter layers, so it recompiles once
+        assert len(counted) > at_load
+        first_round += [gen(model, loras=b), gen(model)]
         compiles = len(counted)
         second_round = [gen(model, loras=a), gen(model, loras=b), gen(model)]
         assert len(counted) == compiles  # swapping LoRAs in place: no recompilation

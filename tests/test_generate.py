@@ -39,22 +39,9 @@ def settings(tmp_path: Path, tiny_models_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def start(settings, tiny_sd_path, tiny_safety_path):
-    """Factory: started Engine with a global 'tiny' preset; every one is stopped at teardown."""
-    started: list[Engine] = []
-
-    async def make(**kw) -> Engine:
-        kw.setdefault("poll_s", 0.05)
-        svc = await Engine.start(kw.pop("settings", settings), **kw)
-        started.append(svc)
-        preset = {**TINY, "model": str(tiny_sd_path), "safety_checker": str(tiny_safety_path)}
-        await svc.store.presets.save("image", "tiny", preset)
-        return svc
-
-    yield make
-    for svc in reversed(started):
-        if svc.store.db._w is not None:
-            await svc.stop()
+def start(settings, tiny_engines):
+    """Factory: started Engine (these settings unless settings= is given) with a global 'tiny' preset."""
+    return lambda **kw: tiny_engines(kw.pop("settings", settings), TINY, **kw)
 
 
 @pytest.fixture(scope="session")

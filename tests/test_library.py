@@ -2,6 +2,7 @@
 
 import pytest
 
+from engine.autotag.normalize import TAGS_FILE, load_tags_file
 from engine.store.library import UnknownEntry
 from engine.store.seed import (
     LIBRARY_FILES,
@@ -16,8 +17,10 @@ from engine.store.seed import (
 def test_every_shipped_data_file_loads():
     # prompts/agent/ is validated by tools.prompts (tests/test_tools.py); everything else is ours
     toml_files = {p for p in PROMPTS_DIR.rglob("*.toml") if p.parent.name != "agent"}
-    covered = {PROMPTS_DIR / "library" / n for n in LIBRARY_FILES} | {PROMPTS_DIR / "presets.toml"}
+    covered = {PROMPTS_DIR / "library" / n for n in LIBRARY_FILES} | {PROMPTS_DIR / "presets.toml", TAGS_FILE}
     assert toml_files <= covered, f"unvalidated data files: {toml_files - covered}"
+    tags = load_tags_file()
+    assert tags.aliases["kitty"] == "cat" and all(v == v.lower() for v in tags.aliases.values())
     shipped = load_shipped()
     assert len(shipped["style"]) >= 20
     assert len(shipped["negative"]) >= 5
@@ -25,6 +28,16 @@ def test_every_shipped_data_file_loads():
     assert any(p.mmproj for p in shipped["llm"])
     for style in shipped["style"]:
         assert "{prompt}" in style.content, style.label
+
+
+def test_a_bad_tags_file_names_the_file_and_the_key(tmp_path):
+    path = tmp_path / "tags.toml"
+    path.write_text('[aliases]\nKitty = "cat"\n')
+    with pytest.raises(DataFileError, match="tags.toml: key 'aliases.Kitty.\\[key\\]'"):
+        load_tags_file(path)
+    path.write_text('[plurals]\nwords = []\n')
+    with pytest.raises(DataFileError, match="tags.toml: key 'plurals'"):
+        load_tags_file(path)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -14,15 +12,8 @@ from engine.jobs.runner import JobRunner
 from engine.metrics import Metrics, MetricsServer
 from engine.runtime.arbiter import MIB, Arbiter
 from engine.store.jobs import JobStore
+from tests.queue_support import http_get
 from tests.test_arbiter import TinyModel
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def _value(text: str, sample: str) -> float:
@@ -53,7 +44,7 @@ async def test_bot_metrics_follow_the_queue_the_arbiter_and_finished_jobs(open_s
     try:
         for user in (1, 2, 3):
             await jobs.enqueue(user, 0, 0, "use", {"model": "a"})
-        text = (await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics"))[1]
+        text = (await http_get(f"http://127.0.0.1:{port}/metrics"))[1]
         assert _value(text, "atelier_queue_depth") == 3 and _value(text, 'atelier_jobs{state="queued"}') == 3
         assert _value(text, "atelier_device_used_bytes") == 0
         assert _value(text, "atelier_device_budget_bytes") == 10 * MIB
@@ -64,14 +55,14 @@ async def test_bot_metrics_follow_the_queue_the_arbiter_and_finished_jobs(open_s
         await runner.run_until_idle(10)
         await runner.stop()
         await asyncio.sleep(0.05)
-        status, text = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        status, text = await http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert _value(text, "atelier_queue_depth") == 0 and _value(text, 'atelier_jobs{state="done"}') == 4
         assert _value(text, 'atelier_job_latency_seconds_count{kind="use",state="done"}') == 4
         assert _value(text, "atelier_model_loads_total") == 2
         assert _value(text, "atelier_model_evictions_total") == 1
         assert _value(text, "atelier_device_used_bytes") == 6 * MIB  # b stays loaded until idle
-        status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz")
+        status, body = await http_get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and json.loads(body) == {"status": "ok", "role": "bot", "id": "test-bot"}
     finally:
         await server.stop()
@@ -93,9 +84,9 @@ async def test_health_reports_a_failing_check_and_a_broken_gauge_does_not_break_
     server = MetricsServer(metrics, "127.0.0.1", 0, health)
     port = await server.start()
     try:
-        status, text = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        status, text = await http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and _value(text, "atelier_batch_images_sum") == 4
-        status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz")
+        status, body = await http_get(f"http://127.0.0.1:{port}/healthz")
         assert status == 503 and "redis unreachable" in json.loads(body)["error"]
     finally:
         await server.stop()

@@ -92,6 +92,9 @@ def test_list_on_a_fresh_data_folder_offline(tmp_path):
     assert model["kind"] == "hub-repo" and model["ref"] == "stabilityai/stable-diffusion-xl-base-1.0"
     assert model["files"] == [] and model["size"] is None and model["cache"] == str(at.hub_cache)
     assert checker["role"] == "safety checker" and checker["shared"] is True
+    anim = got[("image", "animatediff")]  # a video preset also needs its motion module
+    assert [s["role"] for s in anim["sources"]] == ["model", "safety checker", "motion adapter"]
+    assert anim["sources"][2]["ref"] == "guoyww/animatediff-motion-adapter-v1-5-2"
     qwen = got[("llm", "qwen2.5-vl-7b")]
     assert [s["kind"] for s in qwen["sources"]] == ["hub-file", "hub-file"]
     assert qwen["sources"][0]["cache"] == str(at.models) and qwen["sources"][0]["files"][0]["size"] is None

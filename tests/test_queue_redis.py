@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 import redis.asyncio as aredis
@@ -17,7 +16,7 @@ from engine.remote.worker import QueueWorker
 from engine.runtime.diffusion.errors import SafetyBlocked
 from engine.store import open_store
 from engine.store.jobs import JobStore
-from tests.queue_support import REPO, Bot, WorkerProc, make_settings, write_config
+from tests.queue_support import REPO, Bot, WorkerProc, http_get, make_settings, write_config
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +64,6 @@ async def _until(cond, timeout: float = 30.0, what: str = "condition"):
         await asyncio.sleep(0.05)
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def test_errors_travel_as_the_same_engine_exception() -> None:
     from PIL import Image
 
@@ -102,10 +93,10 @@ async def test_worker_registers_heartbeats_serves_metrics_and_unregisters(url, t
         job = await bot.submit(1, steps=2, step_s=0.01, echo="hi")
         (row,) = await bot.wait_final([job])
         assert row.state == "done" and row.result["echo"] == "hi" and row.result["worker"] == "w-inproc"
-        status, text = await asyncio.to_thread(_get, listed[0]["metrics_url"] + "/metrics")
+        status, text = await http_get(listed[0]["metrics_url"] + "/metrics")
         assert status == 200 and 'atelier_worker_op_seconds_count{op="noop",outcome="done"} 1.0' in text
         assert "atelier_device_used_bytes" in text and "atelier_model_loads_total" in text
-        status, body = await asyncio.to_thread(_get, listed[0]["metrics_url"] + "/healthz")
+        status, body = await http_get(listed[0]["metrics_url"] + "/healthz")
         assert status == 200 and json.loads(body)["role"] == "worker"
         worker.request_stop()
         await asyncio.wait_for(task, 30)
@@ -286,7 +277,7 @@ async def test_generate_jobs_render_batched_on_a_worker_and_are_recorded_once(
         assert [r.state for r in rows] == ["done"] * 3, [r.error for r in rows]
         listed = await svc.workers()
         assert [x["id"] for x in listed] == [wid]
-        status, text = await asyncio.to_thread(_get, listed[0]["metrics_url"] + "/metrics")
+        status, text = await http_get(listed[0]["metrics_url"] + "/metrics")
         batches = "".join(x for x in text.splitlines(True) if x.startswith("atelier_batch_requests_"))
         assert "atelier_batch_requests_sum 3.0" in text and "atelier_batch_requests_count 1.0" in text, (
             batches
@@ -306,7 +297,7 @@ async def test_generate_jobs_render_batched_on_a_worker_and_are_recorded_once(
             "SELECT COUNT(*) FROM generation_jobs WHERE job_id IN (?, ?, ?)", tuple(ids)
         )
         assert n[0] == 3  # one history row per job
-        status, text = await asyncio.to_thread(_get, server.url + "/metrics")
+        status, text = await http_get(server.url + "/metrics")
         assert "atelier_workers 1.0" in text and 'atelier_jobs{state="done"} 3.0' in text
     finally:
         await server.stop()

@@ -8,41 +8,15 @@ import time
 
 import pytest
 import torch
-from torch import nn
 
 from engine.config import Queue, Settings
 from engine.jobs.runner import Cancelled, JobContext, JobFailed, JobRunner
 from engine.runtime.arbiter import MIB, Arbiter
 from engine.store.db import Database
 from engine.store.jobs import Job, JobStore
+from tests.test_arbiter import TinyModel
 
 A, B = 111, 222
-
-
-class TinyNet:
-    """A Managed nn.Linear stack."""
-
-    name, kind = "tiny", "diffusion"
-
-    def __init__(self) -> None:
-        self.module: nn.Module | None = None
-
-    def estimate_bytes(self) -> int:
-        return MIB
-
-    def load(self, device: str) -> None:
-        torch.manual_seed(0)
-        self.module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).to(device)
-
-    def unload(self) -> None:
-        self.module = None
-
-    @property
-    def loaded(self) -> bool:
-        return self.module is not None
-
-    def close(self) -> None:
-        self.unload()
 
 
 class Recorder:
@@ -81,7 +55,7 @@ def make_runner(db: Database, handlers: dict, s: Settings | None = None, **kw) -
     s = s or settings()
     jobs = JobStore(db, s.queue)
     arbiter = Arbiter(budget_bytes=8 * MIB, device="cpu", probe=lambda: 0)
-    arbiter.register(TinyNet())
+    arbiter.register(TinyModel("tiny", 1, kind="diffusion", width=4))
     runner = JobRunner(jobs, arbiter, handlers, s, "w-test", poll_s=0.02, cancel_poll_s=0.02, **kw)
     rec = Recorder(jobs)
     runner.subscribe(rec)
@@ -126,7 +100,7 @@ async def test_jobs_run_through_the_arbiter_off_the_event_loop(db) -> None:
     await run_all(runner)
     final = [await runner.jobs.get(i) for i in ids]
     assert [j.state for j in final] == ["done"] * 3
-    assert all(len(j.result["out"]) == 2 for j in final)
+    assert all(len(j.result["out"]) == 4 for j in final)
     assert final[0].result != final[1].result  # real computation on different inputs
     assert threads and loop_thread not in threads
     assert sorted(rec.posted) == ids and sorted(j.id for j in rec.done) == ids

@@ -29,7 +29,7 @@ def tiny_clip_path(tiny_models_dir: Path) -> Path:
 
 
 @pytest.fixture
-async def svc(tmp_path, tiny_models_dir, tiny_sd_path, tiny_safety_path, tiny_clip_path):
+async def svc(tmp_path, tiny_models_dir, tiny_engines, tiny_clip_path):
     settings = Settings(
         paths=Paths(data_dir=str(tmp_path / "data"), demo_models=str(tiny_models_dir)),
         gpu=Gpu(device="cpu"),
@@ -37,11 +37,7 @@ async def svc(tmp_path, tiny_models_dir, tiny_sd_path, tiny_safety_path, tiny_cl
         queue=Queue(batch_window_ms=0),
         scoring=Scoring(clip_model=str(tiny_clip_path)),
     )
-    engine = await Engine.start(settings, poll_s=0.05)
-    preset = {**TINY, "model": str(tiny_sd_path), "safety_checker": str(tiny_safety_path)}
-    await engine.store.presets.save("image", "tiny", preset)
-    yield engine
-    await engine.stop()
+    return await tiny_engines(settings, TINY)
 
 
 async def run(svc: Engine, payload: dict) -> JobResult:

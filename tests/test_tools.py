@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import io
 from typing import Annotated
 
 import pytest
-from PIL import Image
 from pydantic import Field, ValidationError
 
 from engine.runtime.diffusion.request import PROMPT_MAX_CHARS
 from engine.runtime.llm import grammar_for
-from tests.agent_support import BOB, make_settings, seed_env
+from tests.agent_support import BOB, CHOICES, make_settings, seed_env
 from tools.context import ToolContext
 from tools.orchestrator import Orchestrator
 from tools.registry import Choices, DuplicateTool, Registry, ToolDefinitionError, parse_docstring
 from tools.whitelist import REGISTRY, WHITELIST
 
-CHOICES = {"style": ["watercolor", "ink-sketch"], "preset": ["sd15", "sdxl"]}
-
-
-@pytest.fixture
-async def env(open_store, tmp_path):
-    store = await open_store()
-    return await seed_env(store, make_settings(tmp_path))
-
-
-def png_bytes(color=(10, 20, 30), size=(40, 20)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 # ---- registry ---------------------------------------------------------------------------------------
 
 
 def test_whitelist_is_explicit_and_ordered():
-    assert REGISTRY.names == ("generate", "apply_style", "search_history", "enhance_prompt", "critique")
+    assert REGISTRY.names == ("generate", "apply_style", "search_history", "enhance_prompt", "critique", "describe")
     assert len(WHITELIST) == len(REGISTRY.names)
     assert "reply" not in REGISTRY and "delete_history" not in REGISTRY
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import io
 from pathlib import Path
@@ -15,19 +14,13 @@ from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
 from engine.jobs.payloads import GeneratePayload
 from engine.runtime.llm import LlamaModel, grammar_for
-from tests.agent_support import ALICE, GUILD, make_settings, seed_env
+from tests.agent_support import ALICE, GUILD, make_settings, seed_env, spied_registry
 from tests.llm_fakes import ScriptedChatModel
 from tools.context import Attachment
 from tools.orchestrator import Orchestrator
-from tools.registry import Registry
-from tools.whitelist import REGISTRY, WHITELIST
+from tools.whitelist import REGISTRY
 
 CHOICES = {"style": ["watercolor"], "preset": ["sd15", "sdxl"]}
-
-
-@pytest.fixture
-async def env(open_store, tmp_path):
-    return await seed_env(await open_store(), make_settings(tmp_path))
 
 
 def png(color=(10, 20, 30), size=(48, 32)) -> bytes:
@@ -297,16 +290,7 @@ GGUF = Path(
 async def test_real_model_same_pose_turn_is_safe_and_keeps_the_pose(open_store, tmp_path):
     env = await seed_env(await open_store(), make_settings(tmp_path, max_tool_calls=2, max_wall_s=120))
     executed: list[str] = []
-
-    def spy(func):
-        @functools.wraps(func)
-        async def wrapper(ctx, **kw):
-            executed.append(func.__name__)
-            return await func(ctx, **kw)
-
-        return wrapper
-
-    orch = Orchestrator(env.services, Registry([spy(f) for f in WHITELIST]))
+    orch = Orchestrator(env.services, spied_registry(executed))
     model = LlamaModel({"name": "smollm2", "model": str(GGUF), "n_ctx": 4096, "n_threads": 2, "seed": 7})
     model.load("cpu")
     try:

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from PIL import Image
 
 from engine.images import decode_data_uri
 from engine.store.library import UnknownEntry
-from tests.agent_support import ALICE, BOB, FakeJobWaiter, make_settings, seed_env
+from tests.agent_support import ALICE, BOB, FakeJobWaiter, png_bytes
 from tests.llm_fakes import ScriptedChatModel
 from tools.context import Attachment
 from tools.orchestrator import Orchestrator
 from tools.search_history import search_history
-
-CHOICES = {"style": ["watercolor", "ink-sketch"], "preset": ["sd15", "sdxl"]}
-
-
-@pytest.fixture
-async def env(open_store, tmp_path):
-    store = await open_store()
-    return await seed_env(store, make_settings(tmp_path))
-
-
-def png_bytes(color=(10, 20, 30), size=(40, 20)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
-
 
 # ---- registry ---------------------------------------------------------------------------------------
 
@@ -65,6 +48,7 @@ async def test_generate_enqueues_job_with_payload(env):
         "seed": 5,
         "strength": None,
         "source_generation_id": None,
+        "seed_fixed": True,  # the request named its seed: only then may the result cache answer
     }
 
 

@@ -75,6 +75,7 @@ async def generate(
     outpaint_factor: Annotated[float, Field(ge=OUTPAINT_FACTORS[0], le=OUTPAINT_FACTORS[1])] | None = None,
     edit: bool = False,
     best_of: Annotated[int, Field(ge=2, le=4)] | None = None,
+    style_code: Annotated[str, Field(min_length=4, max_length=9)] | None = None,
 ) -> dict:
     """Queue an image generation (text-to-image, or img2img from an earlier image).
 
@@ -98,6 +99,7 @@ async def generate(
         outpaint_factor: How much bigger the canvas gets, 1.1-4 (default 2).
         edit: Change the replied or attached image as the prompt says ("make it night"), keeping the rest.
         best_of: Draw this many (2-4) and show the best by CLIP score first ("make 4 and pick the best").
+        style_code: A shared style code the user gave (like X7K2): its style or preset is used.
     """
     if not prompt.strip():
         raise ToolError("the prompt is empty")
@@ -148,6 +150,8 @@ async def generate(
     if args["reference"] is not None:
         fields, extra["reference"] = await reference_fields(sources, args)
         payload.update(fields)
+    if style_code:  # the code names the style or preset (JobSubmitter resolves it); nothing inherited clashes
+        payload |= {"style_code": style_code, "style": style, "preset": preset}
     await _check_names(ctx, payload["preset"], payload["style"])
     submitter, jobs = ctx.services.submitter, ctx.services.jobs
     assert submitter is not None  # tools.context.Services always has one
@@ -158,8 +162,8 @@ async def generate(
         "queue_position": await jobs.position(job_id),
         "prompt": payload["prompt"],
         "seed": job.payload["seed"],  # the job's own (JobSubmitter seeds it when the request did not)
-        "preset": payload["preset"],
-        "style": payload["style"],
+        "preset": job.payload.get("preset"),  # a style code's, when one was given
+        "style": job.payload.get("style"),
         "count": count,
         "mode": "edit" if payload.get("edit") else _mode(args),
         "based_on": source_generation_id,

@@ -46,10 +46,7 @@ class OthersButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        try:
-            await self._show(interaction)
-        except Exception as e:  # noqa: BLE001
-            await replies.fail(interaction, replies.error_text(e))
+        await replies.guarded(interaction, self._show(interaction))
 
     async def _show(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

@@ -17,7 +17,7 @@ from engine.looplag import LoopWatchdog, Stall
 
 log = logging.getLogger(__name__)
 DYNAMIC_ITEMS = (*views.RESULT_ITEMS, pan.OutpaintButton, pan.OutpaintSelect, conversation.FixButton, *describe.DESCRIBE_ITEMS, best.OthersButton, *enhance.ENHANCE_ITEMS, *variations.VARIATION_ITEMS)
-COGS = ("chat", "imagine", "controlmap", "presets", "styles", "history", "settings", "queue", "help", "describe", "blend", "gallery", "apikey", "compare", "export", "variations")
+COGS = ("chat", "imagine", "controlmap", "presets", "styles", "history", "settings", "queue", "help", "describe", "blend", "gallery", "apikey", "compare", "export", "variations", "stylecodes", "animate")
 
 
 def intents_for(message_content: bool) -> discord.Intents:

@@ -1,4 +1,4 @@
-"""Autocomplete for preset and style names."""
+"""Autocomplete for preset and style names and style codes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.usecases import library
+from bot.usecases import library, style_codes
 
 
 def _choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
@@ -27,3 +27,10 @@ async def styles(interaction: discord.Interaction, current: str) -> list[app_com
     """Style labels visible in the guild that contain what was typed."""
     bot: Any = interaction.client
     return _choices(await library.style_names(bot.services, interaction.guild_id or 0), current)
+
+
+async def codes(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Style codes the user can use here (their own and the server's) matching what was typed."""
+    bot: Any = interaction.client
+    pairs = await style_codes.choices(bot.services, interaction.user.id, interaction.guild_id or 0, current)
+    return [app_commands.Choice(name=label, value=code) for label, code in pairs]

@@ -282,10 +282,7 @@ class FixButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:fi
         return cls(int(match["gen"]), int(match["i"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        try:
-            await apply_fix(interaction, self.generation_id, self.index)
-        except Exception as e:  # noqa: BLE001 - every failure becomes a specific ephemeral message
-            await replies.fail(interaction, replies.error_text(e))
+        await replies.guarded(interaction, apply_fix(interaction, self.generation_id, self.index))
 
 
 def fix_view(generation_id: int | None, n_fixes: int) -> discord.ui.View | None:

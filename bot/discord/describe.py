@@ -35,10 +35,7 @@ class DescribeButton(
         return cls(int(match["index"]), match["preset"])
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        try:
-            await self._generate(interaction)
-        except Exception as e:  # noqa: BLE001
-            await replies.fail(interaction, replies.error_text(e))
+        await replies.guarded(interaction, self._generate(interaction))
 
     async def _generate(self, interaction: discord.Interaction) -> None:
         bot: Any = interaction.client

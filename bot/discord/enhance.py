@@ -30,10 +30,7 @@ class EnhanceButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelie
         return cls(int(match["job"]), int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        try:
-            await self._enhance(interaction)
-        except Exception as e:  # noqa: BLE001 - every failure becomes a specific ephemeral message
-            await replies.fail(interaction, replies.error_text(e))
+        await replies.guarded(interaction, self._enhance(interaction))
 
     async def _enhance(self, interaction: discord.Interaction) -> None:
         bot: Any = interaction.client

@@ -97,10 +97,7 @@ def add_items(view: discord.ui.View, job_id: int, n_images: int, kind: str) -> N
 
 
 async def _run(interaction: discord.Interaction, job_id: int, direction: str, index: int) -> None:
-    try:
-        await _enqueue(interaction, job_id, direction, index)
-    except Exception as e:  # noqa: BLE001 - every failure becomes a specific ephemeral message
-        await replies.fail(interaction, replies.error_text(e))
+    await replies.guarded(interaction, _enqueue(interaction, job_id, direction, index))
 
 
 async def _enqueue(interaction: discord.Interaction, job_id: int, direction: str, index: int) -> None:

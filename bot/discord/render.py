@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from bot.usecases.text import clip
+from engine.video import VideoTooLarge, shrink_mp4
 
 DISCORD_MAX_CHARS = 2000
 FENCE = "```"
@@ -81,7 +82,8 @@ def progress_text(s: ProgressState) -> str:
 
 def result_text(job_id: int, kind: str, prompt: str, seeds: list[int], owner_id: int) -> str:
     """The caption of a finished job's message (one line per image seed)."""
-    what = {"generate": "", "variation": "Variation · ", "upscale": "Upscale · "}.get(kind, f"{kind} · ")
+    kinds = {"generate": "", "variation": "Variation · ", "upscale": "Upscale · ", "animate": "🎬 "}
+    what = kinds.get(kind, f"{kind} · ")
     seed_txt = ", ".join(str(s) for s in seeds) if seeds else "?"
     line = f"{what}**{clip(prompt, 1500)}**" if prompt else what.rstrip(" ·") or "Result"
     return f"{line}\n<@{owner_id}> · job #{job_id} · seed {seed_txt}"
@@ -102,6 +104,11 @@ def fit_upload(data: bytes, limit: int, filename: str) -> tuple[bytes, str]:
     """Return (bytes, filename) under `limit`: as is, else re-encoded as JPEG, then downscaled (blocking)."""
     if len(data) <= limit:
         return data, filename
+    if filename.endswith(".mp4"):  # a clip: a lower bitrate, then a smaller size
+        try:
+            return shrink_mp4(data, limit), filename
+        except VideoTooLarge as e:
+            raise UploadTooLarge(str(e)) from None
     img = Image.open(io.BytesIO(data)).convert("RGB")
     stem = Path(filename).stem
     quality = 90

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 import discord
 from discord import app_commands
@@ -44,6 +45,14 @@ async def fail(interaction: discord.Interaction, text: str) -> None:
         await interaction.followup.send(text, ephemeral=True)
     except discord.HTTPException as e:
         log.warning("could not report an error to the user: %s", e)
+
+
+async def guarded(interaction: discord.Interaction, action: Awaitable[object]) -> None:
+    """Run a component's work; every failure becomes a specific ephemeral message."""
+    try:
+        await action
+    except Exception as e:  # noqa: BLE001 - never a silent "interaction failed"
+        await fail(interaction, error_text(e))
 
 
 async def say(interaction: discord.Interaction, text: str, *, ephemeral: bool = True) -> None:

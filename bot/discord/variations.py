@@ -40,10 +40,7 @@ class GenerateAllButton(
         return True
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        try:
-            await self._generate(interaction)
-        except Exception as e:  # noqa: BLE001
-            await replies.fail(interaction, replies.error_text(e))
+        await replies.guarded(interaction, self._generate(interaction))
 
     async def _generate(self, interaction: discord.Interaction) -> None:
         bot: Any = interaction.client

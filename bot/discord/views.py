@@ -38,14 +38,6 @@ async def _source(interaction: discord.Interaction, job_id: int) -> Job:
     return source
 
 
-async def _guarded(interaction: discord.Interaction, action: Any) -> None:
-    """Run a click's work; every failure becomes a specific ephemeral message."""
-    try:
-        await action
-    except Exception as e:  # noqa: BLE001
-        await replies.fail(interaction, replies.error_text(e))
-
-
 async def _owner_only(interaction: discord.Interaction, job_id: int, what: str) -> bool:
     """interaction_check for buttons only the image's maker may use: others get an ephemeral refusal."""
     try:
@@ -86,7 +78,7 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        await _guarded(interaction, follow_up(interaction, self.job_id, "generate", None))
+        await replies.guarded(interaction, follow_up(interaction, self.job_id, "generate", None))
 
 
 class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:v:(?P<job>[0-9]+):(?P<index>[0-9]+)"):  # noqa: E501
@@ -101,7 +93,7 @@ class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atel
         return cls(int(match["job"]), int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        await _guarded(interaction, follow_up(interaction, self.job_id, "variation", self.index))
+        await replies.guarded(interaction, follow_up(interaction, self.job_id, "variation", self.index))
 
 
 class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:u:(?P<job>[0-9]+):(?P<index>[0-9]+)"):  # noqa: E501
@@ -116,7 +108,7 @@ class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelie
         return cls(int(match["job"]), int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        await _guarded(interaction, follow_up(interaction, self.job_id, "upscale", self.index))
+        await replies.guarded(interaction, follow_up(interaction, self.job_id, "upscale", self.index))
 
 
 class FavoriteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:f:(?P<job>[0-9]+)"):
@@ -134,7 +126,7 @@ class FavoriteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"ateli
         return await _owner_only(interaction, self.job_id, "favorite")
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        await _guarded(interaction, self._favorite(interaction))
+        await replies.guarded(interaction, self._favorite(interaction))
 
     async def _favorite(self, interaction: discord.Interaction) -> None:
         gen = job_output(await _source(interaction, self.job_id)).generation_id
@@ -156,7 +148,7 @@ class InfoButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:i
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        await _guarded(interaction, self._info(interaction))
+        await replies.guarded(interaction, self._info(interaction))
 
     async def _info(self, interaction: discord.Interaction) -> None:
         source = await _source(interaction, self.job_id)
@@ -179,7 +171,7 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier
         return await _owner_only(interaction, self.job_id, "delete")
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        await _guarded(interaction, self._delete(interaction))
+        await replies.guarded(interaction, self._delete(interaction))
 
     async def _delete(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer()
@@ -197,6 +189,8 @@ def result_view(job_id: int, n_images: int, kind: str = "generate") -> discord.u
         view.add_item(RerollButton(job_id, row=0))
     for item in (FavoriteButton, InfoButton, DeleteButton):
         view.add_item(item(job_id, row=0))
+    if kind == "animate":  # a clip: no per-image variation, upscale or pan
+        return view
     shown = range(1, min(n_images, 5) + 1)
     if kind != "upscale":
         for i in shown:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.usecases import tag_search
+from bot.usecases import style_codes, tag_search
 from bot.usecases.errors import UserError
 from bot.usecases.library import defaults, preset_of, style_of
 from bot.usecases.quality import vram_text
@@ -30,6 +30,7 @@ async def imagine_payload(
     negative: str | None = None,
     init_image: str | None = None,
     draft: bool | None = None,
+    style_code: str | None = None,
 ) -> dict:
     """Validate /imagine options against defaults, presets and limits; return the 'generate' payload."""
     if not prompt or not prompt.strip():
@@ -58,7 +59,7 @@ async def imagine_payload(
         "source_image": init_image,
         "draft": draft,  # None: the user's saved setting decides
     }
-    return {k: v for k, v in payload.items() if v is not None}
+    return {k: v for k, v in payload.items() if v is not None} | style_codes.imagine_field(style_code)
 
 
 async def history_search(engine: Engine, query: str, user_id: int, guild_id: int, server_wide: bool) -> str:

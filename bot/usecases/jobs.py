@@ -60,6 +60,12 @@ async def cancel_text(engine: Engine, user_id: int, job_id: int | None) -> str:
     return f"Job #{job_id} {'cancelled' if outcome == 'cancelled' else 'is stopping'}."
 
 
+def _worker_label(info: dict) -> str:
+    """A worker in /queue: its id, device and the presets it holds ("box on cuda:1 with sdxl")."""
+    label = str(info.get("id", "?")) + (f" on {info['device']}" if info.get("device") else "")
+    return label + (f" with {', '.join(info['models'])}" if info.get("models") else "")
+
+
 async def queue_text(engine: Engine, user_id: int) -> str:
     """The user's queued and running jobs with their queue positions."""
     jobs = engine.jobs
@@ -68,7 +74,7 @@ async def queue_text(engine: Engine, user_id: int) -> str:
     head = f"Queue: {counts['queued']} waiting, {counts['running']} running."
     workers = await engine.workers()
     if workers:
-        names = ", ".join(str(w.get("id", "?")) for w in workers)
+        names = ", ".join(_worker_label(w) for w in workers)
         head += f"\nWorkers: {len(workers)} online ({clip(names, 200)})."
     lines = []
     for j in mine:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bot.usecases.animate import clip_notes
 from engine.core import Engine
 from engine.jobs.admission import eta, vram_limits
 from engine.store.library import UnknownEntry
@@ -20,6 +21,8 @@ def result_notes(params: Mapping[str, object]) -> str:
     if isinstance(scores, list) and scores:
         shown = ", ".join(f"{s:.1f}" for s in scores[:4])
         notes.append(f"CLIP {shown}")
+    if clip := clip_notes(params):
+        notes.append(clip)
     return " · ".join(notes)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -36,6 +38,7 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 _NUMBER = re.compile(r"[0-9]{1,18}")
+T = TypeVar("T")
 
 router = APIRouter(include_in_schema=False)
 templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, auto_reload=False)
@@ -203,36 +206,44 @@ async def _detail_page(request: Request, session: WebSession, gen_id: str, new_l
     return page("image.html", status, session=session, d=d, new_link=new_link, spoiler=_spoiler)
 
 
-@router.post("/gallery/g/{gen_id}/favorite")
-async def favorite(request: Request, gen_id: str) -> Response:
+async def _on_owned(
+    request: Request,
+    ids: tuple[str, ...],
+    act: Callable[[WebSession, dict[str, str], list[int]], Awaitable[T]],
+) -> tuple[WebSession, list[int], T] | HTMLResponse:
+    """Run a CSRF-checked POST's use-case on numbered ids: (session, ids, result), or the error or 404 page."""
     session, form, error = await _form_session(request)
     if error is not None:
         return error
     assert session is not None
-    gid = _number(gen_id)
+    nums = [_number(i) for i in ids]
     try:
-        if gid is None:
+        if any(n is None for n in nums):
             raise UserError("no such generation")
-        await uc.set_favorite(_engine(request), session, gid, form.get("on") == "1")
+        numbers = [n for n in nums if n is not None]
+        return session, numbers, await act(session, form, numbers)
     except UserError:
         return _not_found(session)
-    return _back(f"/gallery/g/{gid}")
+
+
+@router.post("/gallery/g/{gen_id}/favorite")
+async def favorite(request: Request, gen_id: str) -> Response:
+    done = await _on_owned(
+        request,
+        (gen_id,),
+        lambda s, form, ids: uc.set_favorite(_engine(request), s, ids[0], form.get("on") == "1"),
+    )
+    if isinstance(done, HTMLResponse):
+        return done
+    return _back(f"/gallery/g/{done[1][0]}")
 
 
 @router.post("/gallery/g/{gen_id}/delete")
 async def delete(request: Request, gen_id: str) -> Response:
-    session, _, error = await _form_session(request)
-    if error is not None:
-        return error
-    assert session is not None
-    gid = _number(gen_id)
-    try:
-        if gid is None:
-            raise UserError("no such generation")
-        files = await uc.delete(_engine(request), session, gid)
-    except UserError:
-        return _not_found(session)
-    await asyncio.to_thread(_remove_files, files, _engine(request).settings.path("outputs"))
+    done = await _on_owned(request, (gen_id,), lambda s, _, ids: uc.delete(_engine(request), s, ids[0]))
+    if isinstance(done, HTMLResponse):
+        return done
+    await asyncio.to_thread(_remove_files, done[2], _engine(request).settings.path("outputs"))
     return _back("/gallery")
 
 
@@ -246,34 +257,21 @@ def _remove_files(files: list[str], root: Path) -> None:
 @router.post("/gallery/g/{gen_id}/share")
 async def share(request: Request, gen_id: str) -> Response:
     """Make a share link and show it once on the image page (only its hash is kept)."""
-    session, _, error = await _form_session(request)
-    if error is not None:
-        return error
-    assert session is not None
-    gid = _number(gen_id)
-    try:
-        if gid is None:
-            raise UserError("no such generation")
-        link = await uc.create_share(_engine(request), session, gid)
-    except UserError:
-        return _not_found(session)
+    done = await _on_owned(request, (gen_id,), lambda s, _, ids: uc.create_share(_engine(request), s, ids[0]))
+    if isinstance(done, HTMLResponse):
+        return done
+    session, (gid,), link = done
     return await _detail_page(request, session, str(gid), new_link=link, status=201)
 
 
 @router.post("/gallery/g/{gen_id}/share/{share_id}/revoke")
 async def revoke(request: Request, gen_id: str, share_id: str) -> Response:
-    session, _, error = await _form_session(request)
-    if error is not None:
-        return error
-    assert session is not None
-    gid, sid = _number(gen_id), _number(share_id)
-    try:
-        if gid is None or sid is None:
-            raise UserError("no such share link")
-        await uc.revoke_share(_engine(request), session, sid)
-    except UserError:
-        return _not_found(session)
-    return _back(f"/gallery/g/{gid}")
+    done = await _on_owned(
+        request, (gen_id, share_id), lambda s, _, ids: uc.revoke_share(_engine(request), s, ids[1])
+    )
+    if isinstance(done, HTMLResponse):
+        return done
+    return _back(f"/gallery/g/{done[1][0]}")
 
 
 async def _visible(request: Request, gen_id: str) -> tuple[WebSession | None, Generation | None]:

@@ -24,8 +24,10 @@ def make_thumbnail(image: Path) -> Path:
     """Write a JPEG at most THUMB_SIDE on a side next to `image` (blocking; atomic rename)."""
     from PIL import Image
 
+    from engine.video import first_frame
+
     out = thumb_path(image)
-    with Image.open(image) as im:
+    with first_frame(image) if image.suffix == ".mp4" else Image.open(image) as im:  # a clip: its first frame
         im.thumbnail((THUMB_SIDE, THUMB_SIDE))
         tmp = out.with_name(f".{out.name}.tmp")
         im.convert("RGB").save(tmp, format="JPEG", quality=82)

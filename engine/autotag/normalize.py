@@ -6,6 +6,11 @@ import functools
 import re
 import tomllib
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.store.seed import DataFileError
 
 TAGS_FILE = Path(__file__).resolve().parent.parent.parent / "prompts" / "tags.toml"
 MAX_TAG_CHARS = 32
@@ -13,12 +18,38 @@ _JUNK = re.compile(r"[^a-z0-9&' -]+")
 _SPACES = re.compile(r"\s+")
 
 
+Word = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS, pattern=r"^[a-z0-9][a-z0-9&' -]*$")]
+
+
+class _Plural(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    words: tuple[Word, ...] = ()
+
+
+class TagsFile(BaseModel):
+    """prompts/tags.toml: aliases (word → canonical tag) and plural-looking words kept as they are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    aliases: dict[Word, Word] = {}
+    plural: _Plural = _Plural()
+
+
+def load_tags_file(path: Path = TAGS_FILE) -> TagsFile:
+    """The validated tags file; DataFileError naming the file and the key."""
+    try:
+        return TagsFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except tomllib.TOMLDecodeError as e:
+        raise DataFileError(f"{path.name}: {e}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DataFileError(f"{path.name}: key '{where}': {first['msg']}") from None
+
+
 @functools.cache
 def _table(path: Path = TAGS_FILE) -> tuple[dict[str, str], frozenset[str]]:
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    aliases = {str(k).lower(): str(v).lower() for k, v in data.get("aliases", {}).items()}
-    keep = frozenset(str(w).lower() for w in data.get("plural", {}).get("words", []))
-    return aliases, keep
+    data = load_tags_file(path)
+    return dict(data.aliases), frozenset(data.plural.words)
 
 
 def singular(word: str, keep: frozenset[str] = frozenset()) -> str:

@@ -19,7 +19,10 @@ from engine.config import Settings
 from engine.jobs.creation import check_family, choose
 from engine.jobs.defaults import pick, saved_defaults
 from engine.jobs.payloads import GeneratePayload
+from engine.jobs.payloads_video import AnimatePayload
 from engine.jobs.policy import Requester
+from engine.jobs.style_codes import shared_preset
+from engine.jobs.video_plan import admit, video_preset_name
 from engine.runtime.arbiter import Arbiter
 from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.request import aspect_size
@@ -114,9 +117,9 @@ class Admission:
         self.arbiter = arbiter
         self.default_preset = default_preset
 
-    async def _preset(self, name: str, who: Requester) -> dict[str, Any]:
+    async def _preset(self, name: str, who: Requester, shared: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            return await self.store.presets.resolve("image", name, who.user_id, who.guild_id)
+            return shared or await self.store.presets.resolve("image", name, who.user_id, who.guild_id)
         except UnknownEntry as e:
             raise InvalidRequest(str(e)) from None
 
@@ -125,7 +128,7 @@ class Admission:
         saved = await saved_defaults(self.store.settings, who.user_id, who.guild_id)
         choice = choose(p, saved, self.settings.generation, self.default_preset)  # an edit, a draft or usual
         saved = choice.saved(saved)
-        preset = await self._preset(choice.preset, who)
+        preset = await self._preset(choice.preset, who, shared_preset(p, choice.preset))
         check_family(choice, str(preset.get("family")), choice.preset)
         family = str(preset.get("family", "sdxl"))
         aspect = p.aspect if p.aspect is not None else (None if p.width or p.height else saved.get("aspect"))
@@ -144,6 +147,10 @@ class Admission:
 
     async def check(self, who: Requester, kind: str, typed: BaseModel) -> float | None:
         """The estimated GPU-seconds of a 'generate' job; InvalidRequest when over a cap or the memory."""
+        if kind == "animate" and isinstance(typed, AnimatePayload):  # a video preset that can render it
+            name = video_preset_name(typed, self.settings.video)
+            admit(name, await self._preset(name, who), typed)
+            return None
         if kind != "generate" or not isinstance(typed, GeneratePayload):
             return None
         shape, preset = await self.shape(who, typed)

@@ -6,11 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from engine.config import Generation, Settings
+from engine.config_video import Video
 from engine.jobs.payloads import GeneratePayload
 from engine.runtime.diffusion.errors import InvalidRequest
 
 DEMO_EDIT_PRESET = "demo-edit"
 DEMO_DRAFT_PRESET = "demo-draft"
+DEMO_VIDEO_PRESET = "demo-video"
 SAMPLING_KEYS = ("steps", "cfg", "scheduler")  # saved per user for their usual preset, not for edits/drafts
 
 
@@ -55,9 +57,12 @@ def choose(p: GeneratePayload, saved: Mapping[str, object], gen: Generation, def
 
 
 def check_family(choice: Choice, family: str, name: str) -> None:
-    """InvalidRequest when an edit names a preset that is not an edit model."""
+    """InvalidRequest when an edit names a preset that is not an edit model, or an image job a video preset."""
     from engine.runtime.diffusion.edit import EDIT_FAMILIES
+    from engine.runtime.diffusion.video import is_video_family
 
+    if is_video_family(family):
+        raise InvalidRequest(f"preset '{name}' ({family}) makes videos; use /animate with it")
     if choice.edit and family not in EDIT_FAMILIES:
         raise InvalidRequest(
             f"preset '{name}' ({family}) cannot follow instructions; edits need one of: {', '.join(EDIT_FAMILIES)}"
@@ -65,13 +70,15 @@ def check_family(choice: Choice, family: str, name: str) -> None:
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """Settings for demo mode: the tiny edit and draft presets unless the config names others."""
+    """Settings for demo mode: the tiny edit, draft and video presets unless the config names others."""
     g = settings.generation
     update: dict[str, object] = {}
     if not g.edit_preset:
         update["edit_preset"] = DEMO_EDIT_PRESET
     if g.draft_preset == Generation.model_fields["draft_preset"].default:
         update["draft_preset"] = DEMO_DRAFT_PRESET
+    if settings.video.preset == Video.model_fields["preset"].default:
+        settings = settings.model_copy(update={"video": settings.video.model_copy(update={"preset": DEMO_VIDEO_PRESET})})
     if not update:
         return settings
     return settings.model_copy(update={"generation": g.model_copy(update=update)})

@@ -31,6 +31,7 @@ from engine.jobs.payloads import GeneratePayload, UpscalePayload, VariationPaylo
 from engine.jobs.record import result_of, save_images
 from engine.jobs.runner import Handler, JobContext, JobFailed
 from engine.jobs.sources import SourceImages
+from engine.jobs.style_codes import shared_preset, shared_style
 from engine.presets import ImagePreset
 from engine.runtime.arbiter import ModelTooLarge
 from engine.runtime.diffusion.errors import GenerationFailed, ImageWithheld, InvalidRequest, ModelNotAvailable
@@ -101,9 +102,9 @@ class GenerationHandlers:
             raise JobFailed(f"job #{job.id} has no seed: jobs are submitted through JobSubmitter")
         return seed
 
-    async def _preset(self, name: str, job: Job) -> dict[str, Any]:
+    async def _preset(self, name: str, job: Job, shared: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            data = await self.store.presets.resolve("image", name, job.user_id, job.guild_id)
+            data = shared or await self.store.presets.resolve("image", name, job.user_id, job.guild_id)
         except UnknownEntry as e:
             raise JobFailed(str(e)) from None
         try:
@@ -144,11 +145,12 @@ class GenerationHandlers:
         try:  # an edit, a draft or the usual preset (admission checked it at submission)
             choice = choose(p, saved, self.settings.generation, self.default_preset)
             saved = choice.saved(saved)
-            preset = await self._preset(choice.preset, job)
+            preset = await self._preset(choice.preset, job, shared_preset(p, choice.preset))
             check_family(choice, preset["family"], choice.preset)
         except InvalidRequest as e:
             raise JobFailed(str(e)) from None
-        style = await self._style("" if choice.edit else str(pick(p.style, saved, "style", preset["style"])), job)
+        label = "" if choice.edit else str(pick(p.style, saved, "style", preset["style"]))
+        style = shared_style(p, label) or await self._style(label, job)
         negative = await self._negative(str(pick(p.negative, saved, "negative", preset["negative"])), job)
         prompt = style.apply(p.prompt) if style else p.prompt
         if style and style.negative:
@@ -184,7 +186,7 @@ class GenerationHandlers:
             fields["width"] = p.width if p.width is not None else w
             fields["height"] = p.height if p.height is not None else h
         extra = {"user_prompt": p.prompt, "aspect": aspect} | ({"best_of": p.best_of} if p.best_of else {})
-        extra |= choice.extra(p.prompt)
+        extra |= choice.extra(p.prompt) | ({"style_code": p.style_code} if p.style_code else {})
         post = await self.guidance.add(p, job, ctx, preset, source, fields, extra)
         if p.outpaint is not None:  # the canvas decides the size
             aspect = extra["aspect"] = None

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.config import Generation
+from engine.jobs.payloads_video import AnimatePayload
 from engine.jobs.runner import JobFailed
 from engine.runtime.control import MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES, control_type
 from engine.runtime.diffusion.errors import InvalidRequest
@@ -63,6 +64,15 @@ class OutpaintPayload(BaseModel):
     factor: Annotated[float, Field(ge=1.1, le=4.0)] = 2.0
 
 
+class SharedStyle(BaseModel):
+    """A style code's snapshot, set by JobSubmitter only: the shared style and/or image preset it expands to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    code: str
+    style: dict[str, str] | None = None  # label, content, negative of the shared style
+    preset: dict[str, Any] | None = None  # the shared image preset's fields, with its name
+
+
 class GeneratePayload(BaseModel):
     """A 'generate' job: txt2img, or img2img/inpaint from a source generation or an uploaded image."""
 
@@ -98,6 +108,8 @@ class GeneratePayload(BaseModel):
     draft: bool | None = None  # a fast draft with generation.draft_preset; None = the user's saved setting
     best_of: Count | None = None  # draw this many and order them by CLIP score, the best first
     seed_fixed: bool = False  # set by JobSubmitter: the requester gave the seed (only then the cache may answer)
+    style_code: str | None = None  # a shared style code; JobSubmitter expands it into `shared` (style/preset)
+    shared: SharedStyle | None = None  # set by JobSubmitter from style_code, never taken from a request
 
     @model_validator(mode="after")
     def _consistent(self) -> GeneratePayload:
@@ -162,6 +174,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "generate": GeneratePayload,
     "variation": VariationPayload,
     "upscale": UpscalePayload,
+    "animate": AnimatePayload,
 }
 
 

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from engine.config import Settings
 from engine.jobs.admission import Admission
-from engine.jobs.payloads import PAYLOADS, check_limits
+from engine.jobs.payloads import PAYLOADS, GeneratePayload, check_limits
+from engine.jobs.payloads_video import check_video_limits
 from engine.jobs.policy import TOOL_OF_KIND, Requester, authorize
+from engine.jobs.style_codes import expand, shared_preset, shared_style
 from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.request import MAX_SEED, short_errors
 from engine.store import Store
@@ -25,7 +27,7 @@ from engine.store.history import Scope
 from engine.store.jobs import JobStore
 from engine.store.library import UnknownEntry
 
-SEEDED = ("generate", "variation")
+SEEDED = ("generate", "variation", "animate")
 
 
 def validate_payload(kind: str, payload: Mapping[str, object], settings: Settings) -> BaseModel:
@@ -38,15 +40,17 @@ def validate_payload(kind: str, payload: Mapping[str, object], settings: Setting
     except ValidationError as e:
         raise InvalidRequest(f"invalid {kind} request: {short_errors(e)}") from None
     check_limits(typed, settings.generation)
+    check_video_limits(typed, settings.video)
     return typed
 
 
 async def check_names(store: Store, who: Requester, typed: BaseModel) -> None:
     """InvalidRequest for a preset, style or earlier generation this requester cannot use."""
     try:
-        if getattr(typed, "preset", None):
+        coded = typed if isinstance(typed, GeneratePayload) else None  # a style code's snapshot needs no lookup
+        if getattr(typed, "preset", None) and not (coded and shared_preset(coded, typed.preset)):
             await store.presets.resolve("image", typed.preset, who.user_id, who.guild_id)
-        if getattr(typed, "style", None):
+        if getattr(typed, "style", None) and not (coded and shared_style(coded, typed.style)):
             await store.library.get(typed.style, "style", who.guild_id)
     except UnknownEntry as e:
         raise InvalidRequest(str(e)) from None
@@ -76,6 +80,7 @@ class JobSubmitter:
     ) -> int:  # fmt: skip
         """Authorize, validate, seed and enqueue one job; its id. Raises PermissionDenied, InvalidRequest, JobError."""
         await authorize(self.store.settings, who, TOOL_OF_KIND.get(kind, kind))
+        payload = await expand(self.store.style_codes, who, kind, payload)  # a style code, resolved once
         typed = validate_payload(kind, payload, self.settings)
         await check_names(self.store, who, typed)
         data = typed.model_dump(mode="json", exclude_unset=True)  # what was asked (validated), no filler

@@ -5,7 +5,8 @@ its handler; the handler's model call becomes one arq job (id "atelier-job:<id>"
 worker publishes progress (with previews) on a pub/sub channel and puts its result (PNG bytes) in arq's
 result key; the bot applies it to its store (history row, finish, post). A restarted bot finds the arq job
 by its id and re-attaches instead of running it twice. Workers that die are reaped (registry.py) so another
-worker takes their jobs; after queue.max_attempts tries arq gives up and the job is dead-lettered.
+worker takes their jobs; after queue.max_attempts tries arq gives up and the job is dead-lettered. A job
+whose preset a free worker already holds goes to that worker's own queue (routing.py), else to the shared one.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from engine.remote.protocol import (
     redis_settings,
 )
 from engine.remote.registry import WorkerRegistry
+from engine.remote.routing import depth, locate, preset_of, route
 from engine.runtime.diffusion.errors import Cancelled
 from engine.store.jobs import JobStore
 
@@ -103,7 +105,7 @@ class RemoteQueue:
 
     async def depth(self) -> int:
         """Arq jobs waiting or running (the jobs the bot has handed to workers)."""
-        return int(await self.pool.zcard(QUEUE)) if self.pool is not None else 0
+        return await depth(self.pool) if self.pool is not None else 0
 
     async def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest dead-lettered jobs."""
@@ -181,7 +183,7 @@ class RemoteQueue:
                         if not relayed:
                             relayed = True
                             await self._relay_cancel(key, job.id)
-                    status = await handle.status()
+                    status = await self._status(handle, key)
                     if status == JobStatus.complete:
                         info = await handle.result_info()
                         if info is not None:
@@ -197,10 +199,19 @@ class RemoteQueue:
         finally:
             self._waiters.pop(key, None)
 
-    async def _submit(self, handle: Any, key: str, op: str, payload: dict, attempt: int) -> None:
+    async def _status(self, handle: Any, key: str) -> Any:
+        """arq's status of the job, "queued" also when it waits in a worker's own queue (not the handle's)."""
         from arq.jobs import JobStatus
 
         status = await handle.status()
+        if status == JobStatus.not_found and await locate(self.pool, key) is not None:
+            return JobStatus.queued
+        return status
+
+    async def _submit(self, handle: Any, key: str, op: str, payload: dict, attempt: int) -> None:
+        from arq.jobs import JobStatus
+
+        status = await self._status(handle, key)
         if status == JobStatus.complete:
             info = await handle.result_info()
             if info is not None and (info.success or info.kwargs.get("attempt") == attempt):
@@ -210,8 +221,12 @@ class RemoteQueue:
             log.info("re-attaching to %s (%s)", key, status.value)
             return
         await self.pool.zrem(abort_jobs_ss, key)  # a stale abort of an earlier try must not stop this one
+        preset = preset_of(payload)
+        queue, worker = await route(self.pool, await self.workers(), preset)
+        if worker is not None:
+            log.info("%s goes to worker %s, which holds %s", key, worker, preset)
         made = await self.pool.enqueue_job(
-            op, _job_id=key, _queue_name=QUEUE, payload=payload, attempt=attempt
+            op, _job_id=key, _queue_name=queue, payload=payload, attempt=attempt
         )
         if made is None:
             log.info("%s was enqueued concurrently; attaching", key)
@@ -219,7 +234,8 @@ class RemoteQueue:
     async def _relay_cancel(self, key: str, job_id: int) -> None:
         """Abort the arq job (what arq's Job.abort does, without waiting); one not started leaves the queue now."""
         await self.pool.zadd(abort_jobs_ss, {key: timestamp_ms()})
-        if not await self.pool.exists(ARQ_IN_PROGRESS + key) and await self.pool.zrem(QUEUE, key):
+        queue = await locate(self.pool, key)
+        if queue and not await self.pool.exists(ARQ_IN_PROGRESS + key) and await self.pool.zrem(queue, key):
             await self.pool.delete(f"arq:job:{key}")
             raise Cancelled(f"job #{job_id} was cancelled before a worker started it")
 

@@ -27,6 +27,7 @@ WORKERS = "atelier:workers"  # set of worker ids ever registered and not yet rea
 PROGRESS = "atelier:progress"  # pub/sub: {"id", "step", "total", "preview"}
 DONE = "atelier:done"  # pub/sub: an arq job id whose result is ready
 DEAD = "atelier:dead"  # list: dead-lettered jobs (JSON), newest first
+ROUTED = "atelier:routed"  # set: ids of workers that have (or had) jobs routed to their own queue
 ARQ_IN_PROGRESS = "arq:in-progress:"  # arq's own key prefix (arq.constants.in_progress_key_prefix)
 _ERRORS: dict[str, type[Exception]] = {
     c.__name__: c for c in (Cancelled, GenerationFailed, InvalidRequest, ModelNotAvailable)
@@ -61,6 +62,11 @@ def arq_id(job_id: int) -> str:
 def worker_key(worker_id: str) -> str:
     """The heartbeat key (JSON info, expires after queue.worker_ttl_s)."""
     return f"atelier:worker:{worker_id}"
+
+
+def worker_queue(worker_id: str) -> str:
+    """A worker's own arq queue: jobs routed to it because it holds their preset (routing.py)."""
+    return f"{QUEUE}:{worker_id}"
 
 
 def worker_jobs_key(worker_id: str) -> str:

@@ -2,7 +2,8 @@
 
 A worker's heartbeat key expires queue.worker_ttl_s after its last beat. The reaper (run by the bot and by
 every worker) takes each registered worker whose key is gone and frees the arq jobs it was running by
-deleting their in-progress keys, so another worker picks them up at once instead of after arq's job timeout.
+deleting their in-progress keys, so another worker picks them up at once instead of after arq's job timeout,
+and moves jobs routed to a gone worker's own queue back to the shared queue (routing.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 from engine.remote.protocol import ARQ_IN_PROGRESS, WORKERS, worker_jobs_key, worker_key
+from engine.remote.routing import move_to_shared, requeue_orphans
 
 log = logging.getLogger("atelier.queue")
 
@@ -43,11 +45,12 @@ class WorkerRegistry:
         await self.redis.srem(worker_jobs_key(worker_id), job_key)
 
     async def unregister(self, worker_id: str) -> None:
-        """A clean exit: forget the worker (its finished jobs are already untracked)."""
+        """A clean exit: forget the worker and hand jobs still routed to it to the shared queue."""
         async with self.redis.pipeline(transaction=True) as tr:
             tr.delete(worker_key(worker_id), worker_jobs_key(worker_id))
             tr.srem(WORKERS, worker_id)
             await tr.execute()
+        await move_to_shared(self.redis, worker_id)
 
     async def workers(self) -> list[dict[str, Any]]:
         """Live workers (heartbeat not expired), sorted by id."""
@@ -63,9 +66,7 @@ class WorkerRegistry:
     async def reap(self) -> dict[str, list[str]]:
         """Forget workers whose heartbeat expired; free their jobs for others. Returns {worker: [jobs]}."""
         ids = [m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(WORKERS)]
-        if not ids:
-            return {}
-        beats = await self.redis.mget([worker_key(w) for w in ids])
+        beats = await self.redis.mget([worker_key(w) for w in ids]) if ids else []
         dead = [w for w, b in zip(ids, beats, strict=True) if b is None]
         live = [w for w, b in zip(ids, beats, strict=True) if b is not None]
         freed: dict[str, list[str]] = {}
@@ -87,6 +88,7 @@ class WorkerRegistry:
             log.warning(
                 "worker %s stopped heartbeating; freed its jobs %s for other workers", wid, mine or "none"
             )
+        await requeue_orphans(self.redis, set(live))
         return freed
 
     async def _held_by_live(self, job: str, live: list[str]) -> bool:

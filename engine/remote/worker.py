@@ -4,6 +4,8 @@ Ops (arq function names): "render" (a GenerationRequest, batched across users by
 "upscale", and with diagnostics on, "noop" (sleep or spin the CPU per step; used by tests and bench.queue).
 Every op returns a dict; engine errors come back as {"error": ...} (see protocol.py), never as arq failures,
 so arq's own failures mean "the worker died or timed out" and are retried up to queue.max_attempts times.
+A worker runs on one device (`device`, e.g. cuda:1) with its own arbiter and budget, and reads two queues:
+the shared one and its own, where the bot routes jobs for presets this worker holds (routing.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine.config import Settings
+from engine.remote.consumers import make_consumers, run_consumers
 from engine.remote.opcontext import OpContext
+from engine.remote.placement import for_device, parse_device, pin, warm
 from engine.remote.protocol import (
     DONE,
     PROGRESS,
@@ -29,6 +33,7 @@ from engine.remote.protocol import (
     encode_error,
     encode_images,
     redis_settings,
+    worker_queue,
 )
 from engine.remote.registry import WorkerRegistry
 from engine.runtime.diffusion.errors import Cancelled
@@ -52,9 +57,15 @@ class QueueWorker:
         demo: bool = False,
         poll_s: float = 0.05,
         metrics_port: int | None = None,
+        device: str | None = None,
+        warm: tuple[str, ...] = (),
     ) -> None:
-        self.settings = settings
+        self.device = device or settings.gpu.device  # the name shown in /queue ("cpu:1" runs on the cpu)
+        self._on, kind = parse_device(self.device)
+        self.settings = for_device(settings, kind) if device else settings
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.queue = worker_queue(self.id)
+        self.warm = tuple(warm)
         self.max_jobs = max_jobs or settings.queue.max_batch
         if self.max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, got {self.max_jobs}")
@@ -76,7 +87,7 @@ class QueueWorker:
         self.running: dict[str, float] = {}
         self.done = 0
         self.failed = 0
-        self._arq: Any = None
+        self._consumers: list[Any] = []
         self._stop = asyncio.Event()
         self._pending: set[asyncio.Task] = set()
         self.started_at = time.time()
@@ -84,7 +95,7 @@ class QueueWorker:
     # ----- setup -----
 
     async def _setup(self) -> None:
-        from arq import Worker, func
+        from arq import func
         from arq.connections import create_pool
 
         from engine.metrics import Metrics, MetricsServer
@@ -100,8 +111,10 @@ class QueueWorker:
         except (RedisError, OSError) as e:
             raise ConnectionError(f"cannot reach Redis at queue.redis_url={q.redis_url}: {e}") from None
         self.registry = WorkerRegistry(self.redis, q.worker_ttl_s)
-        self.arbiter = Arbiter(self.settings.gpu)
+        pin(self._on)
+        self.arbiter = Arbiter(self.settings.gpu, device=self._on)
         self.arbiter.start()
+        self.arbiter.subscribe(self._models_changed)
         self.models = ModelRegistry(
             self.settings, self.arbiter, None, DemoModels(self.settings.path("demo_models"))
         )
@@ -119,11 +132,11 @@ class QueueWorker:
             self.metrics_server = MetricsServer(self.metrics, self.settings.metrics.host, port, self.health)
             await self.metrics_server.start()
         functions = [func(self._arq_op(name), name=name, max_tries=q.max_attempts) for name in self.ops]
-        self._arq = Worker(
-            functions,
-            queue_name=QUEUE,
+        self._consumers = make_consumers(
+            [QUEUE, self.queue],
+            self.max_jobs,
+            functions=functions,
             redis_pool=self.redis,
-            max_jobs=self.max_jobs,
             job_timeout=q.job_timeout_s,
             keep_result=24 * 3600,
             poll_delay=self.poll_s,
@@ -156,6 +169,8 @@ class QueueWorker:
         return {
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "device": self.device if self.device != "auto" or not self.arbiter else self.arbiter.device,
+            "queue": self.queue,
             "started_at": self.started_at,
             "running": sorted(self.running),
             "max_jobs": self.max_jobs,
@@ -218,10 +233,11 @@ class QueueWorker:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            if oc.key not in self._arq.aborting_tasks:
+            aborting = [c.aborting_tasks for c in self._consumers if oc.key in c.aborting_tasks]
+            if not aborting:
                 task.cancel()  # shutting down: arq runs the job again elsewhere
                 raise
-            self._arq.aborting_tasks.discard(oc.key)
+            aborting[0].discard(oc.key)
             oc.request_cancel()
             with contextlib.suppress(Cancelled):
                 await task
@@ -269,6 +285,13 @@ class QueueWorker:
 
     # ----- lifecycle -----
 
+    def _models_changed(self, event: Any) -> None:
+        """Beat at once when a model is loaded or dropped, so the bot routes by what this worker holds now."""
+        if event.kind in ("loaded", "evicted", "unloaded") and self.registry is not None:
+            task = asyncio.ensure_future(self.registry.beat(self.id, self.info()))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
     async def _beat_forever(self) -> None:
         every = self.settings.queue.worker_ttl_s / 3
         while True:
@@ -294,6 +317,7 @@ class QueueWorker:
         await self._setup()
         if self.demo:  # build the offline demo models before taking jobs, not during the first one
             await self.models.demo.paths()
+        await warm(self.renderer, self.arbiter, self.settings, list(self.warm))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -302,20 +326,19 @@ class QueueWorker:
         beat = loop.create_task(self._beat_forever())
         consume = loop.create_task(self._consume_forever())
         log.info(
-            "worker %s consuming %s (ops: %s, max_jobs %d)",
-            self.id,
-            QUEUE,
-            ", ".join(self.ops),
-            self.max_jobs,
-        )
+            "worker %s on %s consuming %s and %s (ops: %s, max_jobs %d)",
+            self.id, self.device, QUEUE, self.queue, ", ".join(self.ops), self.max_jobs,
+        )  # fmt: skip
         if ready is not None:
             ready(self)
         try:
             stop = loop.create_task(self._stop.wait())
             await asyncio.wait({consume, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
-            self._arq.allow_pick_jobs = False
-            tasks = list(self._arq.tasks.values())
+            tasks = []
+            for c in self._consumers:
+                c.allow_pick_jobs = False
+                tasks += list(c.tasks.values())
             if tasks:
                 log.info("finishing %d running job(s) before exiting", len(tasks))
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -330,7 +353,7 @@ class QueueWorker:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                await self._arq.async_run()
+                await run_consumers(self._consumers)
                 return
             except asyncio.CancelledError:
                 raise

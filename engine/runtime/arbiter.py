@@ -8,7 +8,7 @@ import gc
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,11 +156,17 @@ class Arbiter:
         """Hold `name` loaded (and un-evictable) for the duration of the block."""
         slot = self._slot(name)
         slot.busy += 1
-        try:
+        with self._busy(slot):
             if slot.state != "loaded":
                 await self._ensure_loaded(slot)
             slot.last_used = self._clock()
             yield slot.model
+
+    @contextlib.contextmanager
+    def _busy(self, slot: _Slot) -> Iterator[None]:
+        """End a hold the caller counted in slot.busy: un-count it, stamp its use and wake waiters, come what may."""
+        try:
+            yield
         finally:
             slot.busy -= 1
             slot.last_used = self._clock()

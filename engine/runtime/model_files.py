@@ -18,7 +18,7 @@ from huggingface_hub.utils import filter_repo_objects
 from engine.config import Settings
 from engine.runtime.diffusion.loras import LORA_PATTERNS
 from engine.runtime.diffusion.resolve import _IGNORE as PIPELINE_IGNORE  # the engine's own download selection
-from engine.runtime.diffusion.resolve import PIPELINE_PATTERNS, looks_like_path
+from engine.runtime.diffusion.resolve import ADAPTER_PATTERNS, PIPELINE_PATTERNS, looks_like_path
 from engine.runtime.diffusion.safety import DEFAULT_SAFETY_CHECKER
 from engine.runtime.llm.chunks import ASSEMBLED_DIR, CHUNKS_PREFIX, chunk_file, parse_chunks
 from engine.runtime.managed import ModelNotAvailable
@@ -226,6 +226,9 @@ def image_sources(preset: dict, settings: Settings) -> list[Source]:
         _image_ref("safety checker", str(checker), settings, who, list(SAFETY_PATTERNS), "config.json")
     )
     out[-1].shared = True
+    if preset.get("motion_adapter"):  # a video preset's AnimateDiff motion module
+        out.append(_image_ref("motion adapter", str(preset["motion_adapter"]), settings, who,
+                              list(ADAPTER_PATTERNS), "config.json"))  # fmt: skip
     for lora in preset.get("loras") or []:
         out.append(_image_ref("LoRA", str(lora["path"]), settings, who, LORA_PATTERNS, None))
     return out

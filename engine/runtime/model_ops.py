@@ -197,12 +197,12 @@ def _remove_assembled(src: Source, settings: Settings) -> tuple[int, int]:
 
 
 def _users(src: Source, pf: PresetFiles, others: list[PresetFiles]) -> list[str]:
-    """Other presets whose model is here and that use the same files."""
+    """Other presets that are fully here (every file present) and use the same files."""
     return [
         o.name
         for o in others
         if (o.kind, o.name) != (pf.kind, pf.name)
-        and o.sources[0].ready
+        and all(s.ready for s in o.sources)
         and any(s.key == src.key for s in o.sources)
     ]
 

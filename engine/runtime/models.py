@@ -31,6 +31,7 @@ DEMO_REFS = {
     "demo:tiny-ip-adapter-sd15": "ip-adapter-sd15",
     "demo:tiny-ip-adapter-sdxl": "ip-adapter-sdxl",
     "demo:tiny-kontext": "kontext",
+    "demo:tiny-motion-adapter": "motion-adapter",
 }
 DEMO_IMAGE_PRESET = "demo"
 DEMO_LLM_PRESET = "smollm2-135m"
@@ -107,6 +108,11 @@ class DemoModels:
             raise ModelNotAvailable(f"{who}: unknown demo model '{ref}'; known: {known}")
         if key.startswith(("controlnet-", "ip-adapter-")):
             return str((await self.control_paths())[key])
+        if key == "motion-adapter":
+            from engine.runtime.diffusion.testmodels_video import ensure_tiny_motion_adapter
+
+            async with self._lock:
+                return str(await asyncio.to_thread(ensure_tiny_motion_adapter, self.root / "tiny-motion-adapter"))
         if key == "kontext":
             from engine.runtime.diffusion.testmodels_edit import ensure_tiny_kontext
 
@@ -158,6 +164,8 @@ class ModelRegistry:
             out["safety_checker"] = await self._ref(str(out["safety_checker"]), who)
         elif str(preset["model"]).startswith(DEMO_PREFIX):
             out["safety_checker"] = await self.demo.resolve("demo:tiny-safety", who)
+        if out.get("motion_adapter"):
+            out["motion_adapter"] = await self._ref(str(out["motion_adapter"]), who)
         return out
 
     async def _register(self, base: str, identity: dict[str, Any], make: Any) -> Managed:
@@ -186,6 +194,14 @@ class ModelRegistry:
             return cls({**p, "name": name}, self.settings)
 
         return await self._register(p["name"], identity, make)
+
+    async def video_model(self, runtime_preset: dict[str, Any]) -> Any:
+        """The VideoModel for a runtime video preset (registered, not loaded)."""
+        from engine.runtime.diffusion.video import VideoModel
+
+        p = runtime_preset
+        identity = {k: p.get(k) for k in ("model", "family", "motion_adapter", "safety_checker")} | {"kind": "video"}
+        return await self._register(p["name"], identity, lambda name: VideoModel({**p, "name": name}, self.settings))
 
     async def upscaler(self) -> Any | None:
         """The dedicated upscaler (generation.upscaler) as a registered UpscalerModel, or None."""
@@ -220,6 +236,8 @@ class ModelRegistry:
         identity = preset.model_dump() | {"kind": "llm"}
 
         def make(arbiter_name: str) -> LlamaModel:
-            return LlamaModel.from_settings(preset.model_copy(update={"name": arbiter_name}), self.settings)
+            return LlamaModel.from_settings(
+                preset.model_copy(update={"name": arbiter_name}), self.settings, device=self.arbiter.device
+            )
 
         return await self._register(preset.name, identity, make)

@@ -14,6 +14,7 @@ from engine.store.exports import ExportReader
 from engine.store.history import History
 from engine.store.library import Library, Presets, SettingsStore
 from engine.store.seed import UserPresetList, load_user_presets, seed
+from engine.store.style_codes import StyleCodes
 from engine.store.tags import TagStore
 from engine.store.turns import TurnStore
 from engine.store.web import WebStore
@@ -33,12 +34,14 @@ class Store:
     web: WebStore = field(init=False)
     tags: TagStore = field(init=False)
     exports: ExportReader = field(init=False)
+    style_codes: StyleCodes = field(init=False)
 
     def __post_init__(self) -> None:
         self.cache, self.costs = ResultCache(self.db), Costs(self.db)
         self.web = WebStore(self.db, self.history.budget_ms, self.history.max_query_chars)
         self.tags = TagStore(self.db)
         self.exports = ExportReader(self.db, self.tags)
+        self.style_codes = StyleCodes(self.db)
 
     @classmethod
     async def open(

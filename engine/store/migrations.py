@@ -285,6 +285,23 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     INSERT INTO generations_fts(generations_fts) VALUES ('rebuild');
     """,
+    # 11: style codes: a short shareable code for a snapshot of a style or an image preset (guild or public).
+    """
+    CREATE TABLE style_codes (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('style','preset')),
+        name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        guild_id INTEGER NOT NULL DEFAULT 0,
+        public INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE INDEX style_codes_guild ON style_codes(guild_id, revoked_at);
+    CREATE INDEX style_codes_user ON style_codes(user_id, revoked_at);
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -16,10 +16,12 @@ HELP = """**Atelier** draws, critiques and remembers.
 • `/imagine prompt` — draw (options: preset, style, aspect, count, seed, negative, image, control_image +
   control_type/control_scale to follow a pose/edges/depth, reference_image + reference_mode/reference_scale).
 • `/controlmap image type` — preview the control map (edges, pose, depth…) an image gives.
+• `/animate prompt [image] [frames] [seed]` — a short MP4 clip from a prompt, or of an image.
 • Buttons under results: 🔄 reroll · V1..V4 variations · U1..U4 upscale · ⭐ favorite · ℹ️ info · 🗑️ delete ·
   🔍 zoom out and ⬅️➡️⬆️⬇️ pan (a menu when there are several images).
 • `/preset list|show|use|save|delete` — model presets (scope `guild` for admins).
 • `/style list|show|add` — prompt styles of this server.
+• `/stylecode create|show|revoke|list` — share a style or preset as a short code; `/imagine style_code:X7K2`.
 • `/history search` — find your past images; `/gallery` — browse them on the web. `/settings` — your defaults.
 • `/queue` — your jobs. `/cancel` — stop one."""
 

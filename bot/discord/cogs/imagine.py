@@ -37,13 +37,14 @@ class Imagine(commands.Cog):
         reference_scale="how strongly to follow reference_image (0-1.5, default 0.6)",
         best_of="draw this many (2-4) and post the best by CLIP score first, the others one click away",
         draft="a fast draft preview (Enhance it to full quality with the ✨ buttons)",
+        style_code="a shared style code (X7K2) from /stylecode: its style or preset",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
         control_type=[app_commands.Choice(name=t, value=t) for t in CONTROL_TYPES],
         reference_mode=[app_commands.Choice(name=m, value=m) for m in REFERENCE_MODES],
     )
-    @app_commands.autocomplete(preset=complete.presets, style=complete.styles)
+    @app_commands.autocomplete(preset=complete.presets, style=complete.styles, style_code=complete.codes)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -63,6 +64,7 @@ class Imagine(commands.Cog):
         reference_scale: app_commands.Range[float, 0.0, 1.5] | None = None,
         best_of: app_commands.Range[int, 2, 4] | None = None,
         draft: bool | None = None,
+        style_code: app_commands.Range[str, 1, 16] | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)
         services = self.bot.services
@@ -75,6 +77,7 @@ class Imagine(commands.Cog):
         payload = await account.imagine_payload(
             services, user_id=uid, guild_id=gid, prompt=prompt, preset=preset, style=style,
             aspect=aspect, count=count, seed=seed, negative=negative, init_image=init, draft=draft,
+            style_code=style_code,
         )  # fmt: skip
         extra |= {"best_of": best_of} if best_of else {}
         job_id = await services.submit(

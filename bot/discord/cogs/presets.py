@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import discord
@@ -22,6 +23,20 @@ class Presets(commands.GroupCog, group_name="preset", group_description="image p
     def _ids(self, i: discord.Interaction) -> dict:
         return {"user_id": i.user.id, "guild_id": i.guild_id or 0}
 
+    async def _change(
+        self,
+        interaction: discord.Interaction,
+        change: Callable[..., Awaitable[str]],
+        *args: object,
+        **kw: object,
+    ) -> None:
+        """Defer, run a preset change as the caller (with their admin right) and say its answer."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await change(
+            self.bot.services, *args, is_admin=replies.is_admin(interaction), **kw, **self._ids(interaction)
+        )
+        await replies.say(interaction, text)
+
     @app_commands.command(name="list", description="presets you can use")
     async def list_(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -41,11 +56,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="image p
     async def use(
         self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64], scope: Scope = "user"
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await library.preset_use(
-            self.bot.services, name, scope, is_admin=replies.is_admin(interaction), **self._ids(interaction)
-        )
-        await replies.say(interaction, text)
+        await self._change(interaction, library.preset_use, name, scope)
 
     @app_commands.command(name="save", description="save a preset based on another one")
     @app_commands.autocomplete(base=complete.presets, style=complete.styles)
@@ -62,23 +73,17 @@ class Presets(commands.GroupCog, group_name="preset", group_description="image p
         negative: app_commands.Range[str, 0, 1000] | None = None,
         style: app_commands.Range[str, 0, 64] | None = None,
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await library.preset_save(
-            self.bot.services, name, base=base, scope=scope, is_admin=replies.is_admin(interaction),
-            steps=steps, cfg=cfg, aspect=aspect, negative=negative, style=style, **self._ids(interaction),
+        await self._change(
+            interaction, library.preset_save, name, base=base, scope=scope,
+            steps=steps, cfg=cfg, aspect=aspect, negative=negative, style=style,
         )  # fmt: skip
-        await replies.say(interaction, text)
 
     @app_commands.command(name="delete", description="delete one of your (or the server's) presets")
     @app_commands.autocomplete(name=complete.presets)
     async def delete(
         self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64], scope: Scope = "user"
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await library.preset_delete(
-            self.bot.services, name, scope, is_admin=replies.is_admin(interaction), **self._ids(interaction)
-        )
-        await replies.say(interaction, text)
+        await self._change(interaction, library.preset_delete, name, scope)
 
 
 async def setup(bot: commands.Bot) -> None:

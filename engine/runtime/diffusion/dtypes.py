@@ -6,14 +6,15 @@ from typing import Any
 
 
 def pick_dtype(setting: str, device: str, family: str) -> Any:
-    """The torch dtype for `device`: "auto" means fp32 on CPU, bf16 for FLUX, else fp16."""
+    """The torch dtype for `device`: "auto" means fp32 on CPU, bf16 for FLUX and Wan, else fp16."""
     import torch
 
     if setting != "auto":
         return getattr(torch, setting)
     if device == "cpu":
         return torch.float32
-    return torch.bfloat16 if family in ("flux", "kontext", "qwen-edit", "qwen-edit-plus") else torch.float16
+    bf16 = ("flux", "kontext", "qwen-edit", "qwen-edit-plus", "wan", "wan-i2v")
+    return torch.bfloat16 if family in bf16 else torch.float16
 
 
 def dtype_kwargs(dtype: Any) -> dict[str, Any]:

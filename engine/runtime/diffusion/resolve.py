@@ -15,6 +15,7 @@ FAMILY_BYTES: dict[str, int] = {"sd15": 2_200_000_000, "sdxl": 7_000_000_000, "f
                                 "kontext": 24_000_000_000, "qwen-edit": 58_000_000_000, "qwen-edit-plus": 58_000_000_000}
 # A diffusers folder: configs at the root, weights in component subfolders (root single-file checkpoints skipped).
 PIPELINE_PATTERNS = ["*.json", "**/*.json", "**/*.txt", "**/*.model", "**/*.safetensors"]
+ADAPTER_PATTERNS = ("*.json", "*.safetensors")  # a MotionAdapter repo: config + weights at its root
 _IGNORE = ["*.fp16.*", "*non_ema*", "*.ckpt", "*.msgpack", "*.onnx*", "*.h5"]
 
 

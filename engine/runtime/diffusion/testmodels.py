@@ -33,6 +33,16 @@ def write_tiny_tokenizer(path: Path) -> None:
         tok.save_pretrained(path)
 
 
+def tiny_clip_tokenizer(out: Path):
+    """The character-level CLIP tokenizer, loaded from a scratch folder under `out` that is then removed."""
+    from transformers import CLIPTokenizer
+
+    write_tiny_tokenizer(out / "_tok")
+    tokenizer = CLIPTokenizer.from_pretrained(out / "_tok")
+    shutil.rmtree(out / "_tok")
+    return tokenizer
+
+
 def _text_config(projection_dim: int = 32):
     from transformers import CLIPTextConfig
 
@@ -91,7 +101,8 @@ def _vae():
     return vae
 
 
-def _scheduler():
+def euler_scheduler(**extra: object):
+    """Stable Diffusion's Euler scheduler config (scaled-linear betas), with `extra` settings on top."""
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
@@ -100,6 +111,7 @@ def _scheduler():
         beta_schedule="scaled_linear",
         num_train_timesteps=1000,
         steps_offset=1,
+        **extra,
     )
 
 
@@ -141,31 +153,32 @@ def _build(path: Path, kind: str, save) -> Path:
     return path
 
 
+# the SD1.5 and SDXL tiny UNets' shared shape (two blocks, cross-attention in the inner one)
+_TINY_UNET = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+}
+
+
 def _save_sd(out: Path) -> None:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel
 
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        cross_attention_dim=32,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-    )
+    unet = UNet2DConditionModel(**_TINY_UNET, cross_attention_dim=32)
     vae = _vae()
     text_encoder = CLIPTextModel(_text_config())
-    write_tiny_tokenizer(out / "_tok")
-    tokenizer = CLIPTokenizer.from_pretrained(out / "_tok")
-    shutil.rmtree(out / "_tok")
+    tokenizer = tiny_clip_tokenizer(out)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=_scheduler(),
+        scheduler=euler_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -175,16 +188,10 @@ def _save_sd(out: Path) -> None:
 
 def _save_sdxl(out: Path) -> None:
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_TINY_UNET,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -193,9 +200,7 @@ def _save_sdxl(out: Path) -> None:
         projection_class_embeddings_input_dim=80,  # 6 * 8 + 32 (pooled projection)
         cross_attention_dim=64,  # 32 + 32 hidden sizes of the two encoders
     )
-    write_tiny_tokenizer(out / "_tok")
-    tokenizer = CLIPTokenizer.from_pretrained(out / "_tok")
-    shutil.rmtree(out / "_tok")
+    tokenizer = tiny_clip_tokenizer(out)
     pipe = StableDiffusionXLPipeline(
         vae=_vae(),
         text_encoder=CLIPTextModel(_text_config()),
@@ -203,7 +208,7 @@ def _save_sdxl(out: Path) -> None:
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=unet,
-        scheduler=_scheduler(),
+        scheduler=euler_scheduler(),
         force_zeros_for_empty_prompt=True,
     )
     pipe.save_pretrained(out, safe_serialization=True)
@@ -226,7 +231,7 @@ def _save_upscaler(out: Path) -> None:
         StableDiffusionUpscalePipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel
 
     unet = UNet2DConditionModel(
         block_out_channels=(32, 32, 64),
@@ -251,9 +256,7 @@ def _save_upscaler(out: Path) -> None:
         latent_channels=4,
         scaling_factor=0.08333,
     )
-    write_tiny_tokenizer(out / "_tok")
-    tokenizer = CLIPTokenizer.from_pretrained(out / "_tok")
-    shutil.rmtree(out / "_tok")
+    tokenizer = tiny_clip_tokenizer(out)
     pipe = StableDiffusionUpscalePipeline(
         vae=vae,
         text_encoder=CLIPTextModel(_text_config()),

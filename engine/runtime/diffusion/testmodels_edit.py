@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from engine.runtime.diffusion.testmodels import _build, _text_config, _vocab, write_tiny_tokenizer
+from engine.runtime.diffusion.testmodels import _build, _text_config, _vocab, tiny_clip_tokenizer
 
 T5_MAX_LENGTH = 64  # the tiny T5's tokenizer length (the pipeline is called with max_sequence_length <= this)
 
@@ -28,7 +28,7 @@ def _save_kontext(out: Path) -> None:
         FluxKontextPipeline,
         FluxTransformer2DModel,
     )
-    from transformers import CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel, T5TokenizerFast
 
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -57,15 +57,13 @@ def _save_kontext(out: Path) -> None:
         shift_factor=0.0609,
         scaling_factor=1.5035,
     )
-    write_tiny_tokenizer(out / "_clip")
+    tokenizer = tiny_clip_tokenizer(out)
     write_tiny_t5_tokenizer(out / "_t5")
-    tokenizer = CLIPTokenizer.from_pretrained(out / "_clip")
     tokenizer_2 = T5TokenizerFast.from_pretrained(out / "_t5")
     t5 = T5Config(
         vocab_size=len(tokenizer_2), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
         relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
     )  # fmt: skip
-    shutil.rmtree(out / "_clip")
     shutil.rmtree(out / "_t5")
     pipe = FluxKontextPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),

@@ -6,6 +6,7 @@ from engine.runtime.llm.presets import LlmPreset, make_vision_handler, parse_pre
 from engine.runtime.llm.types import (
     BadAction,
     ChatModel,
+    GenerationAborted,
     InvalidMessages,
     LlmError,
     Message,
@@ -19,6 +20,7 @@ from engine.runtime.llm.types import (
 __all__ = [
     "BadAction",
     "ChatModel",
+    "GenerationAborted",
     "InvalidMessages",
     "LlamaModel",
     "LlmError",

@@ -110,9 +110,34 @@ def _cached_metadata(path: str, size: int, mtime_ns: int) -> dict:
     return read_metadata(path)
 
 
-def estimate_llm_bytes(weights: int, meta: dict, n_ctx: int, n_batch: int = 512) -> int:
-    """Weights (file sizes) + f16 KV cache for n_ctx + the logits buffer + a 5% / 32 MiB compute margin."""
-    kv = n_ctx * kv_bytes_per_token(meta)
+# Bytes per cached K/V value relative to f16: q8_0 stores blocks of 32 values in 34 bytes (vs 64).
+KV_TYPE_FACTOR = {"f16": 1.0, "q8_0": 34 / 64}
+# llama.cpp's ggml_type ids for Llama(type_k=..., type_v=...)
+GGML_KV_TYPES = {"f16": 1, "q8_0": 8}
+FALLBACK_LAYERS = 32
+
+
+def offload_share(meta: dict, n_gpu_layers: int, gpu_offload: bool = True) -> float:
+    """The share of the model llama.cpp puts on the GPU: n_gpu_layers of the block layers (-1 = all)."""
+    if not gpu_offload or n_gpu_layers == 0:
+        return 0.0
+    if n_gpu_layers < 0:
+        return 1.0
+    arch = meta.get("general.architecture")
+    layers = meta.get(f"{arch}.block_count") if arch else None
+    layers = layers if isinstance(layers, int) and layers > 0 else FALLBACK_LAYERS
+    return min(n_gpu_layers, layers) / layers
+
+
+def estimate_llm_bytes(
+    weights: int, meta: dict, n_ctx: int, n_batch: int = 512, *, kv_type: str = "f16", share: float = 1.0,
+    host_logits: bool = True,
+) -> int:  # fmt: skip
+    """Bytes on the device: `share` of the weights (+5%) and of the KV cache (kv_type), a 32 MiB compute
+    margin, plus the logits buffer when it lives there too (host_logits); 0 when nothing is offloaded."""
+    if share <= 0:
+        return 0
+    kv = n_ctx * kv_bytes_per_token(meta) * KV_TYPE_FACTOR[kv_type]
     vocab = meta.get("tokenizer.ggml.tokens", 32000)
-    logits = n_batch * int(vocab) * 4
-    return int(weights + kv + logits + weights * 0.05 + 32 * 2**20)
+    logits = n_batch * int(vocab) * 4 if host_logits else 0
+    return int(share * (weights * 1.05 + kv) + logits + 32 * 2**20)

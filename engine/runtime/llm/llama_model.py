@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from pathlib import Path
@@ -11,11 +12,21 @@ from typing import Any
 
 from engine.config import Images, Settings
 from engine.images import image_limits
-from engine.runtime.llm.gguf import estimate_llm_bytes, safe_metadata
+from engine.runtime.llm.abortable import Abort, collect
+from engine.runtime.llm.gguf import GGML_KV_TYPES, estimate_llm_bytes, offload_share, safe_metadata
 from engine.runtime.llm.grammar import grammar_for
 from engine.runtime.llm.messages import check_messages, prepare_images, require_vision
 from engine.runtime.llm.presets import LlmPreset, make_vision_handler, parse_preset, resolve_file
-from engine.runtime.llm.types import BadAction, LlmError, Message, ModelNotLoaded, Reply, Timings, parse_json
+from engine.runtime.llm.types import (
+    BadAction,
+    GenerationAborted,
+    LlmError,
+    Message,
+    ModelNotLoaded,
+    Reply,
+    Timings,
+    parse_json,
+)
 
 
 class LlamaModel:
@@ -33,8 +44,10 @@ class LlamaModel:
         temperature: float = 0.2,
         prefix_reuse: bool = True,
         verbose: bool = False,
+        device: str | None = None,
     ) -> None:
         self.preset = parse_preset(preset)
+        self.target_device = device  # the arbiter's device: what estimate_bytes() sizes for
         self.name = self.preset.name
         self.models_dir = Path(models_dir) if models_dir is not None else None
         self.image_limits = image_limits(images or Images())
@@ -86,11 +99,17 @@ class LlamaModel:
         return gguf, mmproj
 
     def estimate_bytes(self) -> int:
-        """GGUF (+mmproj) file sizes plus a KV-cache estimate for n_ctx, from the file headers."""
+        """Bytes on the target device, from the file sizes and headers: on cuda only the offloaded share
+        (n_gpu_layers; 0 without llama.cpp GPU offload) of the weights and KV cache (kv_cache_type)."""
         gguf, mmproj = self._resolve(download=False)
-        sizes = [x if isinstance(x, int) else x.stat().st_size for x in (gguf, mmproj) if x is not None]
+        weights, extra = (_size(x) for x in (gguf, mmproj))
         meta = safe_metadata(gguf) if isinstance(gguf, Path) else {}
-        return estimate_llm_bytes(sum(sizes), meta, self.preset.n_ctx, self.preset.n_batch)
+        p, cuda = self.preset, (self._device or self.target_device) == "cuda"
+        share = offload_share(meta, p.n_gpu_layers, gpu_offload_supported()) if cuda else 1.0
+        extra = extra if share > 0 else 0  # the vision projector goes where the model goes
+        return extra + estimate_llm_bytes(
+            weights, meta, p.n_ctx, p.n_batch, kv_type=p.kv_cache_type, share=share, host_logits=not cuda
+        )
 
     def load_options(self, device: str) -> MappingProxyType:
         """The exact Llama(...) keyword options for `device`; the same frozen mapping on every load."""
@@ -107,6 +126,9 @@ class LlamaModel:
                     "n_threads": p.n_threads,
                     "n_threads_batch": p.n_threads,
                     "seed": p.seed,
+                    "flash_attn": p.flash_attn,
+                    "type_k": GGML_KV_TYPES[p.kv_cache_type],
+                    "type_v": GGML_KV_TYPES[p.kv_cache_type],
                     "use_mmap": True,
                     "chat_format": None if p.vision else p.chat_format,
                     "verbose": self.verbose,
@@ -205,8 +227,10 @@ class LlamaModel:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        abort: Abort | None = None,
     ) -> Reply:
-        """Blocking chat completion; with a schema the output is grammar-constrained and parsed."""
+        """Blocking chat completion; with a schema the output is grammar-constrained and parsed. With `abort`
+        it streams and raises GenerationAborted at the first token where abort() is true (abortable.py)."""
         n_images = check_messages(messages)
         require_vision(n_images, self.preset.vision, self.name)
         prepared = prepare_images(messages, limits=self.image_limits, max_side=self.preset.image_max_side)
@@ -218,6 +242,8 @@ class LlamaModel:
             if not self.prefix_reuse:
                 llama.reset()
                 llama._ctx.kv_cache_clear()
+            if abort is not None and abort():
+                raise GenerationAborted(f"LLM preset {self.name!r}: stopped before the prompt was evaluated")
             _perf_reset(llama)
             t0 = time.perf_counter()
             out = llama.create_chat_completion(
@@ -225,10 +251,14 @@ class LlamaModel:
                 grammar=grammar,
                 max_tokens=max_tokens or self.max_tokens,
                 temperature=self.temperature if temperature is None else temperature,
-                stream=False,
+                stream=abort is not None,
             )
+            if abort is not None:
+                out = collect(out, abort, self.name)
             total_ms = (time.perf_counter() - t0) * 1000
             perf = _perf(llama)
+        if abort is not None:  # a stream reports no usage: the evaluated prompt tokens stand for the prompt
+            out["usage"]["prompt_tokens"] = perf["n_p_eval"]
         return _reply(out, schema is not None, perf, total_ms)
 
     async def achat(
@@ -238,11 +268,25 @@ class LlamaModel:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        abort: Abort | None = None,
     ) -> Reply:
         """chat() in a worker thread, so the event loop never blocks."""
         return await asyncio.to_thread(
-            self.chat, messages, schema, max_tokens=max_tokens, temperature=temperature
+            self.chat, messages, schema, max_tokens=max_tokens, temperature=temperature, abort=abort
         )
+
+
+def _size(file: Path | int | None) -> int:
+    """A resolved file's size (a hub file not downloaded yet is already its size; no file is 0)."""
+    return 0 if file is None else file if isinstance(file, int) else file.stat().st_size
+
+
+@functools.cache
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU (a CPU-only build puts nothing in VRAM)."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
 
 
 def _perf_reset(llama: Any) -> None:

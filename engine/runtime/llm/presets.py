@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.runtime.llm.types import LlmError
 from engine.runtime.managed import ModelNotAvailable
@@ -43,11 +43,22 @@ class LlmPreset(BaseModel):
     chat_format: str | None = None
     n_ctx: Annotated[int, Field(ge=256)] = 4096
     n_batch: Annotated[int, Field(ge=1)] = 512
-    n_gpu_layers: int = -1
+    n_gpu_layers: int = -1  # layers offloaded on cuda: -1 = all; 0 = none (the LLM then takes no VRAM)
+    flash_attn: bool = False  # llama.cpp flash attention (needed for a quantized V cache)
+    kv_cache_type: Literal["f16", "q8_0"] = "f16"  # KV-cache precision: q8_0 takes about half of f16
     n_threads: Annotated[int, Field(ge=1)] | None = None
     seed: int = 0
     image_max_side: Annotated[int, Field(ge=64)] = 768
     description: str = ""
+
+    @model_validator(mode="after")
+    def _quantized_kv_needs_flash_attn(self) -> LlmPreset:
+        if self.kv_cache_type != "f16" and not self.flash_attn:
+            raise ValueError(
+                f"kv_cache_type {self.kv_cache_type!r} needs flash_attn = true "
+                "(llama.cpp quantizes the V cache only with flash attention)"
+            )
+        return self
 
     @property
     def vision(self) -> bool:

@@ -28,6 +28,14 @@ class ModelNotLoaded(LlmError):
     """chat() was called while the model is not loaded; only the arbiter loads models."""
 
 
+class GenerationAborted(LlmError):
+    """chat(abort=...) stopped early because abort() turned true; `tokens` is how many it had generated."""
+
+    def __init__(self, message: str, tokens: int = 0) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+
+
 class BadAction(LlmError):
     """The model's structured output is not valid JSON or does not validate; `text` is what it said."""
 

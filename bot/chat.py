@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from bot import chat_commands as cc
-from bot import chat_creation, chat_quality, chat_style_codes, chat_variations
+from bot import chat_creation, chat_quality, chat_settings, chat_style_codes, chat_variations
 from bot.agent import Agent
 from bot.conversation import ChatLine, Turn
 from bot.usecases import account, guided, jobs, library
 from bot.usecases.errors import UserError
-from bot.usecases.quality import result_notes
+from bot.usecases.quality import queued_text, ranked_images, result_notes
 from engine.config import Settings
 from engine.core import Engine
 from engine.jobs.result import JobResult
@@ -30,7 +31,8 @@ last image ("^ darker"). Commands:
   /imagine PROMPT      queue a generation directly (no LLM); with an /attach'ed image add
                        --control TYPE (canny, depth, openpose, lineart, softedge, scribble; up to 3)
                        and/or --reference [style|subject]; --draft for a fast preview;
-                       --style-code CODE to use a shared style code
+                       --style-code CODE to use a shared style code; --best-of N (2-4) draws N,
+                       best first by CLIP score
   /attach PATH         attach an image to your next message (or /imagine, /control)
   /zoom [FACTOR]       zoom out of your last image (default 2x, 1.1 to 4)
   /pan DIR [FACTOR]    extend your last image left, right, up or down (default 1.5x)
@@ -58,6 +60,7 @@ class TerminalChat:
         self.pending: list[Attachment] = []
         self.last_generation: int | None = None
         self.last_image: str | None = None
+        self.notify: Callable[[str], None] | None = None  # prints lines as they happen (the interactive loop)
 
     async def turn(self, text: str, *, reply_to: int | None = None, attach: list[str] = ()) -> dict[str, Any]:
         """Run the agent on one message, wait for the jobs it queued, and describe everything as a dict."""
@@ -88,16 +91,20 @@ class TerminalChat:
         }
 
     async def _finish(self, job_id: int) -> dict[str, Any]:
+        queued = await queued_text(self.engine, job_id)
+        if self.notify is not None:
+            self.notify(queued)
         job = await self.engine.wait(job_id, self.job_timeout_s)
         res = JobResult.of(job)
         if res is not None:
             self.last_generation = res.generation_id
             self.last_image = res.images[0] if res.images else self.last_image
         return {
-            "id": job.id, "state": job.state, "error": job.error,
+            "id": job.id, "state": job.state, "error": job.error, "queued": queued,
             "generation_id": res.generation_id if res is not None else None,
             "images": list(res.images) if res is not None else [], "seeds": list(res.seeds) if res is not None else [],
             "notes": result_notes(res.params) if res is not None else "",
+            "ranked": ranked_images(res.images, res.params) if res is not None else [],
         }  # fmt: skip
 
     async def attach(self, path: str) -> str:
@@ -121,7 +128,8 @@ class TerminalChat:
         name, _, arg = line[1:].partition(" ")
         arg, uid = arg.strip(), self.user_id
         if name == "help":
-            helps = (chat_creation.HELP, chat_quality.HELP, chat_variations.HELP, chat_style_codes.HELP)
+            helps = (chat_creation.HELP, chat_quality.HELP, chat_variations.HELP, chat_style_codes.HELP,
+                     chat_settings.HELP)  # fmt: skip
             return "\n".join((HELP, *helps))
         if name in chat_creation.COMMANDS:
             return await chat_creation.run(self, name, arg)
@@ -131,6 +139,8 @@ class TerminalChat:
             return await chat_style_codes.run(self, name, arg)
         if name in chat_variations.COMMANDS:
             return await chat_variations.run(self, name, arg)
+        if name in chat_settings.COMMANDS:
+            return await chat_settings.run(self, name, arg)
         if name == "attach":
             return await self.attach(arg)
         if name == "imagine":
@@ -161,18 +171,18 @@ class TerminalChat:
         args = cc.parse_imagine(arg)
         payload = await account.imagine_payload(
             self.engine, user_id=self.user_id, guild_id=0, prompt=args.prompt, draft=args.draft or None,
-            style_code=args.style_code,
-        )
+            style_code=args.style_code, best_of=args.best_of,
+        )  # fmt: skip
         payload |= await cc.guided_fields(self.engine.settings, args, self.pending)
         if args.control or args.reference:
             self.pending = []
         return await self._run(payload)
 
     async def _run(self, payload: dict[str, Any]) -> str:
-        """Queue a 'generate' job, wait for it, and say where its images are."""
+        """Queue a 'generate' job, wait for it, and say where its images are (best first for best-of)."""
         job_id = await self.engine.submit("generate", payload, user_id=self.user_id)
         job = await self._finish(job_id)
-        shown = job["error"] or "\n".join(job["images"]) or f"job #{job_id}: {job['state']}"
+        shown = job["error"] or "\n".join(job["ranked"]) or f"job #{job_id}: {job['state']}"
         return f"{shown}\n{job['notes']}" if job["notes"] else shown
 
 
@@ -181,7 +191,7 @@ def _render(out: dict[str, Any]) -> str:
     for job in out["jobs"]:
         if job["error"]:
             parts.append(f"job #{job['id']} {job['state']}: {job['error']}")
-        parts += [f"  image: {p}" for p in job["images"]]
+        parts += [f"  image: {p}" for p in job["ranked"]]
         parts += [f"  {job['notes']}"] if job.get("notes") else []
     if out["stopped"]:
         parts.append(f"(stopped: {out['stopped']})")
@@ -201,6 +211,7 @@ async def _lines(stream: TextIO):
 async def interactive(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
     """A prompt loop until /quit or end of input."""
     print("Atelier: type a request, /help for commands.", file=stdout, flush=True)
+    chat.notify = lambda line: print(line, file=stdout, flush=True)
     while True:
         print("you> ", end="", file=stdout, flush=True)
         line = await asyncio.to_thread(stdin.readline)
@@ -218,7 +229,8 @@ async def interactive(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: Tex
 
 async def json_lines(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     """One request per line (text, or {"text", "reply_to", "attach"}; /commands too); one JSON object out each."""
-    failures = 0
+    failures, queued = 0, list[str]()
+    chat.notify = queued.append  # a command's job-queued lines come back in its object's "queued" list
     async for raw in _lines(stdin):
         if not raw.strip():
             continue
@@ -226,8 +238,10 @@ async def json_lines(chat: TerminalChat, stdin: TextIO = sys.stdin, stdout: Text
             req = json.loads(raw) if raw.lstrip().startswith("{") else {"text": raw}
             if not isinstance(req, dict) or not isinstance(req.get("text"), str):
                 raise UserError('each JSON line needs a "text" string')
+            queued.clear()
             if req["text"].startswith("/"):
                 out = {"command": req["text"], "output": await chat.command(req["text"])}
+                out |= {"queued": list(queued)} if queued else {}
             else:
                 out = await chat.turn(req["text"], reply_to=req.get("reply_to"), attach=req.get("attach", []))
         except (UserError, ValueError, LookupError) as e:

@@ -20,7 +20,7 @@ from engine.runtime.control import CONTROL_TYPES, MAX_CONTROLS, REFERENCE_MODES,
 from engine.runtime.diffusion.errors import InvalidRequest
 from tools.sources import save_upload
 
-IMAGINE_OPTIONS = "/imagine takes --control TYPE (up to 3), --reference [style|subject], --draft and --style-code CODE"
+IMAGINE_OPTIONS = "/imagine takes --control TYPE (up to 3), --reference [style|subject], --draft, --style-code CODE, --best-of N"
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ImagineArgs:
     reference: str | None = None
     draft: bool = False
     style_code: str | None = None
+    best_of: int | None = None
 
 
 def _control(name: str) -> str:
@@ -71,6 +72,11 @@ def parse_imagine(arg: str) -> ImagineArgs:
                     raise UserError("--style-code needs a code, e.g. --style-code X7K2")
                 value, i = (value, i) if value else (follows, i + 1)
                 out.style_code = value
+            elif name == "best-of":
+                value, i = (value, i) if value else (follows, i + 1)
+                if not value.isdigit():
+                    raise UserError(f"--best-of needs a number of images, e.g. --best-of 4, not '{value}'")
+                out.best_of = int(value)
             else:
                 raise UserError(f"unknown option {word}; {IMAGINE_OPTIONS}")
         i += 1

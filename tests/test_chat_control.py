@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -22,6 +23,7 @@ class FakeEngine:
 
     def __init__(self, env) -> None:
         self.store, self.jobs, self.settings = env.store, env.jobs, env.settings
+        self.runner = SimpleNamespace(concurrency=1)  # the job-queued line's queue ETA reads it
         self.payloads: list[dict] = []
         self.previews: list[tuple[str, tuple[int, int]]] = []
         self.preview_error: Exception | None = None

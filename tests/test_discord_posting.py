@@ -36,6 +36,20 @@ async def test_two_racing_posters_post_a_result_exactly_once(tmp_path, monkeypat
         assert (await services.jobs.require(job_id)).posted
 
 
+async def test_a_job_from_another_front_is_left_to_that_front(tmp_path, monkeypatch):
+    # `atelier run --web`: the web API's (and the terminal's) jobs have no Discord channel; the bot never claims them
+    async with running_env(tmp_path, monkeypatch, start_runner=False) as env:
+        fake, services = env.fake, env.services
+        env.bot.poster.claim_grace_s = 0
+        job_id = await services.submit("generate", {"prompt": "via the API"}, user_id=int(fake.alice["id"]),
+                                       reply_to={"web_key": 1})  # fmt: skip
+        await services.runner.run_one()
+        await env.bot.poster.drain()
+        job = await services.jobs.require(job_id)
+        assert job.state == "done" and not job.posted  # still the web front's to deliver (webhook, SSE)
+        assert _posts_with_files(fake) == []
+
+
 async def test_failed_post_is_retried_without_generating_twice(tmp_path, monkeypatch):
     async with running_env(tmp_path, monkeypatch) as env:
         fake = env.fake

@@ -94,8 +94,11 @@ class ProgressPoster:
         t.dirty.set()
 
     async def on_done(self, job: Job) -> None:
-        """Post the result in the background (exactly once across posters, via mark_posted)."""
-        if not job.posted:
+        """Post the result in the background (exactly once across posters, via mark_posted).
+
+        A job with no Discord channel (the web API's, the terminal's) belongs to another front: never claimed here.
+        """
+        if not job.posted and (job.channel_id or job.id in self.targets):
             self._spawn(self._finish(job))
 
     async def drain(self) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bot.usecases.quality import queued_line
 from bot.usecases.text import clip
 from engine.video import VideoTooLarge, shrink_mp4
 
@@ -72,8 +73,7 @@ def progress_text(s: ProgressState) -> str:
     """'Queued — position N' or 'Drawing … 40% (step 8/20)'."""
     head = f"**{s.label}**\n" if s.label else ""
     if not s.running:
-        where = f"position {s.position} in the queue" if s.position else "waiting for a worker"
-        return f"{head}⏳ Job #{s.job_id} queued — {where}" + (f" · {s.note}" if s.note else "")
+        return f"{head}⏳ {queued_line(s.job_id, s.position, s.note)}"
     if s.total <= 0:
         return f"{head}🎨 Job #{s.job_id} starting…"
     pct = int(100 * s.step / s.total)

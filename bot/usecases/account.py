@@ -31,6 +31,7 @@ async def imagine_payload(
     init_image: str | None = None,
     draft: bool | None = None,
     style_code: str | None = None,
+    best_of: int | None = None,
 ) -> dict:
     """Validate /imagine options against defaults, presets and limits; return the 'generate' payload."""
     if not prompt or not prompt.strip():
@@ -48,6 +49,8 @@ async def imagine_payload(
         raise UserError(f"count must be between 1 and {settings.generation.max_batch}, got {count}")
     if seed is not None and seed < 0:
         raise UserError(f"seed must be 0 or more, got {seed}")
+    if best_of is not None and not 2 <= best_of <= settings.generation.max_batch:
+        raise UserError(f"best_of must be between 2 and {settings.generation.max_batch}, got {best_of}")
     payload = {
         "prompt": prompt.strip(),
         "preset": preset,
@@ -58,6 +61,7 @@ async def imagine_payload(
         "negative": negative,
         "source_image": init_image,
         "draft": draft,  # None: the user's saved setting decides
+        "best_of": best_of,  # draw this many; the result lists them best first by CLIP score
     }
     return {k: v for k, v in payload.items() if v is not None} | style_codes.imagine_field(style_code)
 
@@ -93,6 +97,9 @@ async def settings_update(engine: Engine, user_id: int, guild_id: int, clear: bo
         given["style"] = (await style_of(engine, given["style"], guild_id)).label
     if "aspect" in given and given["aspect"] not in ASPECTS:
         raise UserError(f"unknown aspect '{given['aspect']}'; choose one of: {', '.join(ASPECTS)}")
+    top = engine.settings.generation.max_batch
+    if "count" in given and not 1 <= given["count"] <= top:
+        raise UserError(f"count must be between 1 and {top}, got {given['count']}")
     if clear:
         given = dict.fromkeys(USER_SETTING_KEYS) | given
     data = await st.update("user", user_id, **given) if given else await st.get("user", user_id)

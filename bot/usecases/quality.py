@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from bot.usecases.animate import clip_notes
 from engine.core import Engine
@@ -38,6 +38,30 @@ async def eta_text(engine: Engine, job_id: int) -> str:
     """The estimate and queue ETA of a job, for progress messages."""
     own, ahead = await eta(engine.store, job_id, engine.runner.concurrency)
     return eta_line(own, ahead)
+
+
+def ranked_images(images: Sequence[str], params: Mapping[str, object]) -> list[str]:
+    """A best-of result's images, best first, each with its CLIP score; other results' paths as they are."""
+    scores = params.get("clip_scores")
+    if not params.get("best_of") or not isinstance(scores, list) or len(scores) != len(images):
+        return list(images)
+    pairs = enumerate(zip(images, scores, strict=True))
+    return [f"{path} · CLIP {score:.1f}{' (best)' if i == 0 else ''}" for i, (path, score) in pairs]
+
+
+def queued_line(job_id: int, position: int | None, note: str = "", started: bool = False) -> str:
+    """'Job #12 queued — position 2 in the queue · ≈ 3.1 GPU-s · starts in ≈ 5 s' (or 'Job #12 started · …')."""
+    where = f"position {position} in the queue" if position else "waiting for a worker"
+    head = f"Job #{job_id} started" if started else f"Job #{job_id} queued — {where}"
+    return head + (f" · {note}" if note else "")
+
+
+async def queued_text(engine: Engine, job_id: int) -> str:
+    """The job-queued line of a front that prints lines: its queue position, GPU-time estimate and queue ETA."""
+    position = await engine.jobs.position(job_id)
+    job = await engine.jobs.get(job_id) if position is None else None
+    started = job is not None and job.state != "queued"
+    return queued_line(job_id, position, await eta_text(engine, job_id), started)
 
 
 async def vram_text(engine: Engine, user_id: int = 0, guild_id: int = 0, names: list[str] | None = None) -> str:

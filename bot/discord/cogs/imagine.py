@@ -77,9 +77,8 @@ class Imagine(commands.Cog):
         payload = await account.imagine_payload(
             services, user_id=uid, guild_id=gid, prompt=prompt, preset=preset, style=style,
             aspect=aspect, count=count, seed=seed, negative=negative, init_image=init, draft=draft,
-            style_code=style_code,
+            style_code=style_code, best_of=best_of,
         )  # fmt: skip
-        extra |= {"best_of": best_of} if best_of else {}
         job_id = await services.submit(
             "generate", payload | extra, user_id=uid, guild_id=gid, channel_id=interaction.channel_id or 0,
             roles=replies.role_ids(interaction.user), reply_to={"interaction_id": interaction.id},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from tests.discord_support import running_env
@@ -159,7 +160,12 @@ async def test_buttons_survive_a_restart(tmp_path, monkeypatch):
             await fake.wait_for(
                 lambda: fake.find("POST", rf"{click['token']}/callback"), what="ack after restart"
             )
-            jobs = await env2.services.jobs.user_jobs(int(fake.alice["id"]), ("queued", "running", "done"))
+            states = ("queued", "running", "done")
+            for _ in range(200):  # the ack (defer) goes out before the job is submitted
+                jobs = await env2.services.jobs.user_jobs(int(fake.alice["id"]), states)
+                if len(jobs) > 1:
+                    break
+                await asyncio.sleep(0.05)
             assert [j.kind for j in jobs] == ["generate", "upscale"]
             assert jobs[-1].payload == {"generation_id": jobs[0].result["generation_id"], "index": 0}
     finally:

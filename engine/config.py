@@ -8,28 +8,21 @@ import typing
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from engine.config_autotag import AutoTag
+from engine.config_base import NonNegInt, PosFloat, PosInt, Section
 from engine.config_control import Control
 from engine.config_quality import Cache, Cost, Scoring
 from engine.config_video import Video
 from engine.config_web import Web
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.json"
-PosInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
 
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the key."""
 
-
-class Section(BaseModel):
-    """Base of every settings section: unknown keys are errors and values are read-only."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Paths(Section):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-PosFloat = Annotated[float, Field(gt=0)]
+from engine.config_base import PosFloat, Section
 
 
-class AutoTag(BaseModel):
+class AutoTag(Section):
     """Vision auto-tagging: tags for every new image, made only while no user job is queued or running."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = Field(
         False, description="tag new images with the vision model in the background (needs a vision preset)"
     )

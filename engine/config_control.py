@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from engine.config_base import Section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IpAdapter(_Section):
+class IpAdapter(Section):
     """Where one model family's IP-Adapter (reference image) weights live."""
 
     model: str = Field(description="hub id or local folder")
@@ -27,7 +25,7 @@ _SD15_NETS = {
 } | {"depth": "lllyasviel/control_v11f1p_sd15_depth"}
 
 
-class Control(_Section):
+class Control(Section):
     """Guided generation: ControlNets, reference images (IP-Adapter) and outpainting."""
 
     annotators: str = Field(

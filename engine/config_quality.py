@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from engine.config_base import PosFloat, PosInt, Section
 
 
-class Cache(_Section):
+class Cache(Section):
     """The seed-aware result cache: an identical request with a user-given seed returns stored images."""
 
     enabled: bool = Field(True, description="reuse the images of an identical fixed-seed request")
@@ -22,7 +17,7 @@ class Cache(_Section):
     max_entries: PosInt = Field(10_000, description="most cached results kept; the oldest go first")
 
 
-class Scoring(_Section):
+class Scoring(Section):
     """CLIP prompt-image similarity of every result, and best-of-N picking."""
 
     enabled: bool = Field(True, description="score every generated image against its prompt with CLIP")
@@ -32,7 +27,7 @@ class Scoring(_Section):
     )
 
 
-class Cost(_Section):
+class Cost(Section):
     """GPU-time estimates (steps × pixels × images × the measured rate of the preset) and per-user caps."""
 
     default_rate: PosFloat = Field(

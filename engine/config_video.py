@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-PosInt = Annotated[int, Field(gt=0)]
+from engine.config_base import PosInt, Section
 
 
-class Video(BaseModel):
+class Video(Section):
     """Short clips (/animate): the video presets, the limits of a request and of the files posted."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     preset: str = Field(
         "animatediff", description="video preset of /animate from text (a video-family preset)"
     )

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from engine.config_base import PosFloat, PosInt, Section
 
 
-class Web(_Section):
+class Web(Section):
     """The web front (`atelier serve`, `atelier run --web`): REST API, webhooks and gallery."""
 
     host: str = Field("127.0.0.1", description="address the web server listens on")

@@ -108,8 +108,7 @@ class Engine:
             runner = JobRunner(jobs, arbiter, handlers, settings, worker_id,
                                concurrency=concurrency or settings.queue.max_batch, poll_s=poll_s)  # fmt: skip
             runner_box.append(runner)
-            submitter = JobSubmitter(jobs, store, settings, runner.wake)
-            submitter.admission = Admission(store, settings, arbiter, preset)
+            submitter = JobSubmitter(jobs, store, settings, runner.wake, Admission(store, settings, arbiter, preset))
             engine = cls(settings, store, arbiter, jobs, models, renderer, runner, submitter, demo, remote)
             runner.subscribe(engine._waiters)
             if remote is not None:

@@ -67,12 +67,15 @@ async def check_names(store: Store, who: Requester, typed: BaseModel) -> None:
 class JobSubmitter:
     """Submits jobs for every front; `wake` tells the local runner there is work (a no-op elsewhere)."""
 
-    def __init__(self, jobs: JobStore, store: Store, settings: Settings, wake: Callable[[], None]):
+    def __init__(
+        self, jobs: JobStore, store: Store, settings: Settings, wake: Callable[[], None],
+        admission: Admission | None = None,
+    ):  # fmt: skip
         self.jobs = jobs
         self.store = store
         self.settings = settings
         self.wake = wake
-        self.admission: Admission | None = None  # GPU-time and VRAM checks (engine.jobs.admission), set by Engine
+        self.admission = admission  # GPU-time and VRAM checks (engine.jobs.admission); None: no caps
 
     async def submit(
         self, who: Requester, kind: str, payload: Mapping[str, object], *, reply_to: dict | None = None,

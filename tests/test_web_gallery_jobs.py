@@ -34,7 +34,7 @@ async def test_a_finished_job_is_in_the_gallery_with_a_thumbnail_made_in_the_bac
             await c.get(f"/login/{login_token(await uc.login_link(engine, USER))}")
             assert (
                 card_ids((await c.get("/gallery")).text) == []
-            )  # opening the gallery starts the thumbnailer
+            )  # nothing yet; the app's thumbnailer already listens to the runner
             job_id = await engine.submit("generate", {"prompt": "a tiny red boat", "preset": "tiny", "count": 2},
                                          user_id=USER)  # fmt: skip
             result = JobResult.of(await engine.wait(job_id, 300))

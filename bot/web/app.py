@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from bot.web.api import router as api_router
 from bot.web.api_library import router as library_router
 from bot.web.auth import RateLimiter
 from bot.web.errors import install_error_handlers
+from bot.web.gallery import router as gallery_router
+from bot.web.thumbs import Thumbnailer
 from bot.web.webhooks import WebhookDispatcher
 
 if TYPE_CHECKING:
     from bot.agent import Agent
     from engine.config import Settings
     from engine.core import Engine
-
-
-def extra_routers() -> list[APIRouter]:
-    """Routers of optional web parts: bot.web.gallery.router when that module exists."""
-    try:
-        gallery = importlib.import_module("bot.web.gallery")
-    except ImportError as exc:
-        if exc.name not in ("bot.web.gallery",):
-            raise  # the gallery exists but is broken: say so
-        return []
-    return [gallery.router]
 
 
 def create_app(engine: Engine, agent: Agent | None, settings: Settings) -> FastAPI:
@@ -42,6 +32,7 @@ def create_app(engine: Engine, agent: Agent | None, settings: Settings) -> FastA
             yield
         finally:
             await app.state.webhooks.close()
+            unsubscribe_thumbs()
 
     app = FastAPI(
         title="Atelier", version="1", docs_url="/docs", openapi_url="/openapi.json", lifespan=lifespan
@@ -49,6 +40,8 @@ def create_app(engine: Engine, agent: Agent | None, settings: Settings) -> FastA
     app.state.engine, app.state.agent, app.state.settings = engine, agent, settings
     app.state.limiter = RateLimiter(settings.web)
     app.state.webhooks = WebhookDispatcher(engine, settings.web)
+    app.state.gallery_thumbs = Thumbnailer(engine)  # every new image gets its grid thumbnail in the background
+    unsubscribe_thumbs = engine.runner.subscribe(app.state.gallery_thumbs)
     install_error_handlers(app)
     if settings.web.cors_origins:  # CORS is off unless origins are configured
         from fastapi.middleware.cors import CORSMiddleware
@@ -57,7 +50,5 @@ def create_app(engine: Engine, agent: Agent | None, settings: Settings) -> FastA
                            allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])  # fmt: skip
     app.include_router(api_router)
     app.include_router(library_router)
-    # --- extra routers (the gallery plugs in here) ---
-    for router in extra_routers():
-        app.include_router(router)
+    app.include_router(gallery_router)
     return app

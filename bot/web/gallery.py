@@ -49,11 +49,7 @@ def _engine(request: Request) -> Engine:
 
 
 def _thumbs(request: Request) -> Thumbnailer:
-    state = request.app.state
-    if getattr(state, "gallery_thumbs", None) is None:  # made on the first gallery request of this app
-        state.gallery_thumbs = Thumbnailer(_engine(request))
-        _engine(request).runner.subscribe(state.gallery_thumbs)  # from then on, new images get one at once
-    return state.gallery_thumbs
+    return request.app.state.gallery_thumbs  # made and subscribed to the runner by create_app
 
 
 def _number(text: str) -> int | None:

@@ -52,8 +52,10 @@ async def test_discord_answers_bad_files_at_once_without_the_agent_and_draws_nex
         await env.send("MESSAGE_CREATE", m)
         await env.send("MESSAGE_CREATE", fake.message(fake.alice, f"{me} draw a fox", mentions=[fake.bot_user]))
         await fake.wait_for(lambda: len(agent.turns) == 2, what="both turns")
-        assert [a.name for a in agent.turns[0].attachments] == [good_name]
-        assert agent.turns[1].text == "draw a fox"
+        # the two messages are handled concurrently: the image's turn waits for its download and decode
+        photo, fox = sorted(agent.turns, key=lambda t: t.text == "draw a fox")
+        assert [a.name for a in photo.attachments] == [good_name]
+        assert fox.text == "draw a fox" and fox.attachments == []
 
 
 async def test_terminal_attach_checks_the_file_at_the_door(open_store, tmp_path):

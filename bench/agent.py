@@ -1,6 +1,6 @@
 """Agent turn benchmark: request -> routed, filled and validated call, latency and tokens/s with SmolLM2-135M.
 
-python -m bench.agent [--n 20] [--threads 2] [--max-tokens 80]
+python -m bench.agent [--n 20] [--users 2] [--threads 2] [--max-tokens 80]
 Prints ONE JSON line: p50/p99 turn latency, tokens evaluated and generation tokens/s, with and without prefix
 reuse (bench.agent_eval measures whether the turns are right).
 Timings depend on machine load; the JSON includes the load average seen at the start.
@@ -51,11 +51,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-async def decisions(agent: Agent, n: int) -> dict:
-    """Run n turns (request -> routed, filled, validated call or reply); jobs are queued, not rendered."""
+async def decisions(agent: Agent, n: int, users: int) -> dict:
+    """Run n turns (request -> routed, filled, validated call or reply), each from the next of `users` users of one
+    guild, so prefix reuse is measured across conversations; jobs are queued, not rendered."""
     lat, tok_s, evaluated, model_calls, bad = [], [], [], [], 0
     for i in range(-1, n):  # i = -1 warms up (loads the system prompts into the KV cache); not counted
-        turn = Turn([ChatLine("bench", REQUESTS[i % len(REQUESTS)])], user_id=1, guild_id=1)
+        turn = Turn([ChatLine("bench", REQUESTS[i % len(REQUESTS)])], user_id=1 + i % users, guild_id=1)
         t0 = time.perf_counter()
         result = await agent.run(turn)
         if i < 0:
@@ -102,7 +103,7 @@ async def main(args: argparse.Namespace) -> dict:
             out = {}
             for label, reuse in (("prefix_reuse", True), ("no_prefix_reuse", False)):
                 model.prefix_reuse = reuse
-                out[label] = await decisions(agent, args.n)
+                out[label] = await decisions(agent, args.n, args.users)
             model.close()
         finally:
             await store.close()
@@ -112,6 +113,7 @@ async def main(args: argparse.Namespace) -> dict:
         "device": "cpu",
         "threads": args.threads,
         "n": args.n,
+        "users": args.users,
         "max_tokens": args.max_tokens,
         "load_ms": round(load_ms, 1),
         "loadavg_1m": round(load, 2),
@@ -123,6 +125,7 @@ def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=16, help="decisions per mode")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--users", type=int, default=2, help="turns alternate between this many users of one guild")
     p.add_argument("--max-tokens", type=int, default=80)
     print(json.dumps(asyncio.run(main(p.parse_args()))))
 

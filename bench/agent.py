@@ -28,15 +28,21 @@ from tools.context import Services
 from tools.orchestrator import Orchestrator
 
 REQUESTS = [
-    "Draw a red fox in the snow.",
-    "Find my old lighthouse images.",
-    "Make my prompt better: a castle on a hill.",
-    "Hi! How are you?",
-    "Apply the watercolor style to a harbour at dawn.",
-    "What do you think of my last image?",
-    "A cyberpunk portrait with neon light, 16:9 please.",
-    "Like my blue robot from yesterday but ink sketch.",
+    "Draw a {x} in the snow.",
+    "Find my old {x} images.",
+    "Make my prompt better: a {x} on a hill.",
+    "Hi! How are you? I love {x}s.",
+    "Apply the watercolor style to a {x} at dawn.",
+    "What do you think of my last image? Is the {x} good?",
+    "A cyberpunk {x} with neon light, 16:9 please.",
+    "Like my blue robot from yesterday but an ink sketch of a {x}.",
 ]
+THINGS = ["fox", "lighthouse", "castle", "harbour", "dragon", "teapot", "robot", "forest"]
+
+
+def request(i: int) -> str:
+    """Turn i's request: the kinds cycle, the subject changes each cycle, so no two turns send the same prompt."""
+    return REQUESTS[i % len(REQUESTS)].format(x=THINGS[(i // len(REQUESTS)) % len(THINGS)])
 
 
 def gguf_path() -> Path:
@@ -55,8 +61,8 @@ async def decisions(agent: Agent, n: int, users: int) -> dict:
     """Run n turns (request -> routed, filled, validated call or reply), each from the next of `users` users of one
     guild, so prefix reuse is measured across conversations; jobs are queued, not rendered."""
     lat, tok_s, evaluated, model_calls, bad = [], [], [], [], 0
-    for i in range(-1, n):  # i = -1 warms up (loads the system prompts into the KV cache); not counted
-        turn = Turn([ChatLine("bench", REQUESTS[i % len(REQUESTS)])], user_id=1 + i % users, guild_id=1)
+    for i in range(-len(REQUESTS), n):  # one turn of each kind warms up (as on a running bot); not counted
+        turn = Turn([ChatLine("bench", request(i))], user_id=1 + i % users, guild_id=1)
         t0 = time.perf_counter()
         result = await agent.run(turn)
         if i < 0:

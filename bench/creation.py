@@ -3,9 +3,10 @@
 For each case (instruction edit, draft, enhance, animate; others append theirs to CASES) Atelier end to end (submit ->
 runner -> arbiter -> tiny model -> PNG + history) vs the raw diffusers pipeline call on the same tiny model,
 settings and seed, interleaved, as medians and their ratio (target <= 1.05). Also the draft's time as a fraction
-of the full render at the same size (target <= 0.25).
+of the full render at the same size (target <= 0.25). Work the raw call does not do is off, as a user may set it:
+the safety checker always, CLIP scoring unless --scoring (it then adds one CLIP image+text pass per image).
 
-python -m bench.creation [--size 128] [--repeats 5] [--only edit,draft] [--device auto]
+python -m bench.creation [--size 128] [--repeats 5] [--only edit,draft] [--device auto] [--scoring]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from PIL import Image
 
 from bench.creation_video import animate_atelier, animate_raw, prepare_video
 from engine.config import Generation, Gpu, Paths, Settings
+from engine.config_quality import Scoring
 from engine.core import Engine
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
@@ -243,6 +245,7 @@ async def main(args: argparse.Namespace) -> dict:
                 max_side=1024, max_pixels=1024 * 1024, max_steps=100, safety="off", edit_preset="bench-edit",
                 draft_preset="bench-draft", enhance_preset="bench-full", enhance_strength=ENHANCE_STRENGTH,
             ),
+            scoring=Scoring(enabled=args.scoring),
         )  # fmt: skip
         svc = await Engine.start(settings)
         try:
@@ -257,6 +260,7 @@ async def main(args: argparse.Namespace) -> dict:
         "bench": "creation",
         "device": device,
         "size": f"{args.size}x{args.size}",
+        "scoring": args.scoring,
         "ratios": {name: row["ratio"] for name, row in rows.items()},
         "cases": rows,
         "draft_vs_full": fraction,
@@ -270,6 +274,7 @@ def cli() -> None:
     p.add_argument("--repeats", type=int, default=5, help="interleaved pairs per case")
     p.add_argument("--only", default="", help="comma-separated case names")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--scoring", action="store_true", help="score every image with CLIP, as a default install does")
     print(json.dumps(asyncio.run(main(p.parse_args()))))
 
 

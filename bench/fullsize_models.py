@@ -17,11 +17,10 @@ from engine.runtime.diffusion import testmodels
 
 VOCAB = 49408  # CLIP's vocabulary size: the embedding tables are full size
 
+UNET_IO: dict[str, Any] = {"in_channels": 4, "out_channels": 4, "layers_per_block": 2}  # SD1.5 and SDXL
 SD15_UNET: dict[str, Any] = {
+    **UNET_IO,
     "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
     "block_out_channels": (320, 640, 1280, 1280),
     "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
@@ -29,10 +28,8 @@ SD15_UNET: dict[str, Any] = {
     "attention_head_dim": 8,
 }
 SDXL_UNET: dict[str, Any] = {
+    **UNET_IO,
     "sample_size": 128,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
     "block_out_channels": (320, 640, 1280),
     "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),

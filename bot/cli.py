@@ -14,9 +14,16 @@ from bot.config_cmd import add_arguments as add_config_arguments
 from bot.config_cmd import run_config
 from bot.export_cmd import add_arguments as add_export_arguments
 from bot.export_cmd import run_export
+from bot.usecases.errors import UserError
 from bot.web_cmd import add_arguments as add_web_arguments
 from bot.web_cmd import run_keys, run_serve
 from engine.config import ConfigError, Settings, load_settings
+
+
+def _switches(parser: argparse.ArgumentParser, **helps: str) -> None:
+    """Add on/off flags (--name, store_true) in order, each with its help."""
+    for name, text in helps.items():
+        parser.add_argument(f"--{name}", action="store_true", help=text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,12 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="start the Discord bot (needs DISCORD_TOKEN)")
-    run.add_argument("--demo", action="store_true", help="use the offline test models")
-    run.add_argument("--web", action="store_true", help="also serve the web front (web.host:web.port)")
+    _switches(run, demo="use the offline test models", web="also serve the web front (web.host:web.port)")
 
     chat = sub.add_parser("chat", help="talk to Atelier in the terminal")
-    chat.add_argument("--demo", action="store_true", help="offline test models (images are noise)")
-    chat.add_argument("--json", action="store_true", help="one request per stdin line, one JSON object out")
+    _switches(
+        chat, demo="offline test models (images are noise)", json="one request per stdin line, one JSON object out"
+    )
 
     worker = sub.add_parser(
         "worker",
@@ -42,17 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         " Start one per GPU, on any number of machines; each has its own arbiter and models."
         " SIGTERM/Ctrl-C finishes running jobs first; a second one exits at once.",
     )
-    worker.add_argument(
-        "--demo", action="store_true", help="build the offline test models before taking jobs"
-    )
+    _switches(worker, demo="build the offline test models before taking jobs")
     worker.add_argument("--id", help="worker id shown in /queue (default: HOST:PID)")
     worker.add_argument("--max-jobs", type=int, help="jobs held at once (default: queue.max_batch)")
     worker.add_argument(
         "--metrics-port", type=int, help="metrics/health port (default: metrics.port; 0 = any)"
     )
-    worker.add_argument(
-        "--diagnostics", action="store_true", help="also run the 'noop' test op (tests and bench.queue)"
-    )
+    _switches(worker, diagnostics="also run the 'noop' test op (tests and bench.queue)")
     worker.add_argument("--device", help="run on this device: cuda:N, cuda, cpu, cpu:N (a test label), mps")
     fleet = worker.add_mutually_exclusive_group()
     fleet.add_argument("--all-devices", action="store_true", help="one worker process per visible GPU")
@@ -75,19 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list, download or remove the presets' model files")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     ls = msub.add_parser("list", help="every preset, its files, their sizes and whether they are here")
-    ls.add_argument("--json", action="store_true", help="one JSON object")
-    ls.add_argument("--offline", action="store_true", help="do not ask the hub for sizes of missing files")
-    pull = msub.add_parser("pull", help="download presets' files from the Hugging Face hub (resumable)")
-    pull.add_argument("names", nargs="+", metavar="NAME")
-    rm = msub.add_parser("rm", help="delete presets' downloaded files and say how much was freed")
-    rm.add_argument("names", nargs="+", metavar="NAME")
+    _switches(ls, json="one JSON object", offline="do not ask the hub for sizes of missing files")
+    for action, text in (
+        ("pull", "download presets' files from the Hugging Face hub (resumable)"),
+        ("rm", "delete presets' downloaded files and say how much was freed"),
+    ):
+        msub.add_parser(action, help=text).add_argument("names", nargs="+", metavar="NAME")
 
     gallery = sub.add_parser("gallery", help="print a single-use sign-in link to a user's web gallery")
     gallery.add_argument("--user", type=int, required=True, help="the Discord user id whose gallery to open")
     gallery.add_argument("--guild", type=int, default=0, help="the guild it is opened from (0 = none)")
 
     doctor = sub.add_parser("doctor", help="check this machine and the config before anything breaks")
-    doctor.add_argument("--json", action="store_true", help="one JSON object")
+    _switches(doctor, json="one JSON object")
 
     config = sub.add_parser(
         "config",
@@ -131,15 +134,11 @@ async def _db(settings: Settings, args: argparse.Namespace) -> int:
 async def _gallery(settings: Settings, args: argparse.Namespace) -> int:
     """`atelier gallery --user ID`: a short-lived single-use login link (the same as /gallery in Discord)."""
     from bot.usecases import gallery
-    from bot.usecases.errors import UserError
     from engine.core import Engine
 
     engine = await Engine.start(settings, worker=False)
     try:
         print(gallery.terminal_hint(await gallery.login_link(engine, args.user, args.guild)))
-    except UserError as e:
-        print(f"atelier gallery: {e}", file=sys.stderr)
-        return 2
     finally:
         await engine.stop()
     return 0
@@ -261,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"atelier: configuration error\n{e}", file=sys.stderr)
         return 2
-    return COMMANDS[args.command](settings, args)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except UserError as e:  # bad input to any command: said in its own words
+        print(f"atelier {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

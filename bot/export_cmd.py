@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 
 from engine.config import Settings
@@ -28,16 +27,12 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     from bot.usecases import export
-    from bot.usecases.errors import UserError
     from engine.store import open_store
 
     store = await open_store(settings)
     try:
         items = await export.collect(store, args.user, favorites=not args.all, outputs=settings.path("outputs"))
         n = await asyncio.to_thread(export.write_dir, items, args.format, Path(args.dir))
-    except UserError as e:
-        print(f"atelier export: {e}", file=sys.stderr)
-        return 2
     finally:
         await store.close()
     print(f"atelier export: {n} image(s) with captions and metadata.jsonl written to {args.dir}")

@@ -75,7 +75,6 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     from bot.usecases import apikeys
-    from bot.usecases.errors import UserError
     from engine.store import open_store
 
     store = await open_store(settings)
@@ -97,9 +96,6 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 print("no API keys")
         else:
             print(await apikeys.revoke_key(keys, args.user, args.key_id))
-    except UserError as e:
-        print(f"atelier keys: {e}", file=sys.stderr)
-        return 2
     finally:
         await store.close()
     return 0

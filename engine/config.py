@@ -138,6 +138,11 @@ class Llm(Section):
     temperature: Annotated[float, Field(ge=0, le=2)] = Field(
         0.2, description="sampling temperature; 0 = always the likeliest token"
     )
+    prefix_cache_mb: NonNegInt = Field(
+        256,
+        description="host memory (MiB) for saved prompt-prefix states, so every agent step's prompt stays warm "
+        "across users' turns; 0 = only the last prompt is reused",
+    )
 
 
 class Agent(Section):

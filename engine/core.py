@@ -104,7 +104,8 @@ class Engine:
                 return await preprocess(models, arbiter, kind, image, settings.control.detect_resolution)
 
             handlers = GenerationHandlers(store, settings, renderer, models, preset, preview).handlers()
-            handlers |= AnimateHandler(store, settings, models).handlers()  # video renders here, never remote
+            clips = renderer if remote is not None else None  # on the workers too, with the redis backend
+            handlers |= AnimateHandler(store, settings, models, clips).handlers()
             runner = JobRunner(jobs, arbiter, handlers, settings, worker_id,
                                concurrency=concurrency or settings.queue.max_batch, poll_s=poll_s)  # fmt: skip
             runner_box.append(runner)

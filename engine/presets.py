@@ -10,7 +10,7 @@ from engine.runtime.llm.presets import LlmPreset as RuntimeLlmPreset
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 Family = Literal[
-    "sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus",  # the last three edit
+    "sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus", "klein",  # the last four edit
     "animatediff", "wan", "wan-i2v",  # video (engine.runtime.diffusion.video)
 ]  # fmt: skip
 
@@ -48,6 +48,7 @@ class ImagePreset(BaseModel):
     vae: Annotated[str, Field(max_length=500)] | None = None  # an alternative VAE (path or hub id)
     safety_checker: str | None = None  # a path or hub id; None = the CompVis checker
     motion_adapter: Annotated[str, Field(max_length=500)] | None = None  # animatediff: the MotionAdapter
+    redux: Annotated[str, Field(max_length=500)] | None = None  # flux: the FLUX Redux prior (reference images, /blend)
     vram_mb: Annotated[int, Field(ge=0)] | None = None  # peak GPU memory at the default size (doctor's advice)
     description: Annotated[str, Field(max_length=300)] = ""
 

@@ -150,3 +150,17 @@ async def real_bot(tmp: Path, monkeypatch: Any, demo_models: Path, *, max_wall_s
         await asyncio.gather(task, return_exceptions=True)
         await app.stop()
         await fake.stop()
+
+
+def custom_ids(components: list) -> list[str]:
+    """The custom ids of a message's components, row by row."""
+    return [c["custom_id"] for row in components for c in row.get("components", [])]
+
+
+async def posted_ids(fake: FakeDiscord, token: str, what: str) -> list[str]:
+    """The custom ids of an interaction's original message once a PATCH gives it components (the latest)."""
+    final = await fake.wait_for(
+        lambda: [c for c in fake.find("PATCH", rf"{token}/messages/@original") if c.body.get("components")],
+        what=what,
+    )
+    return custom_ids(final[-1].body["components"])

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from engine.runtime.llm.messages import check_messages
-from engine.runtime.llm.types import GenerationAborted, Message, Reply, parse_json
+from engine.runtime.llm.types import ChatOptions, GenerationAborted, Message, Reply, parse_json
 
 ScriptItem = dict | str | Reply | Callable[[list[Message]], "dict | str | Reply"]
 DEFAULT_CRITIQUE = "The composition is balanced; the subject is clear. Consider stronger contrast."
@@ -36,18 +37,11 @@ class ScriptedChatModel:
         """Replies not used yet."""
         return len(self._script)
 
-    def chat(
-        self,
-        messages: list[Message],
-        schema: dict | None = None,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        abort: Callable[[], bool] | None = None,
-    ) -> Reply:
+    def chat(self, messages: list[Message], schema: dict | None = None, **options: Unpack[ChatOptions]) -> Reply:
         """Record the messages and return the next scripted reply (shape and image URLs are checked);
         GenerationAborted, using no reply, when abort() is already true."""
         check_messages(messages)
+        abort = options.get("abort")
         if abort is not None and abort():
             raise GenerationAborted("scripted model: aborted before the prompt")
         with self._lock:
@@ -63,19 +57,9 @@ class ScriptedChatModel:
             item = item(copy.deepcopy(messages))
         return _as_reply(item, schema is not None)
 
-    async def achat(
-        self,
-        messages: list[Message],
-        schema: dict | None = None,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        abort: Callable[[], bool] | None = None,
-    ) -> Reply:
+    async def achat(self, messages: list[Message], schema: dict | None = None, **options: Unpack[ChatOptions]) -> Reply:
         """chat() in a worker thread, like the real model."""
-        return await asyncio.to_thread(
-            self.chat, messages, schema, max_tokens=max_tokens, temperature=temperature, abort=abort
-        )
+        return await asyncio.to_thread(functools.partial(self.chat, messages, schema, **options))
 
 
 class SteppedChatModel(ScriptedChatModel):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,9 +13,10 @@ from PIL import Image
 
 from engine.config import Images, Paths, Settings
 from engine.core import Engine
-from engine.jobs.animate import write_clip
+from engine.jobs.clips import ClipLimits, ClipSpec, encode_clip
 from engine.jobs.result import JobResult
 from engine.runtime.diffusion import InvalidRequest
+from engine.runtime.diffusion.video import VideoRequest
 from engine.store.history import Scope
 from engine.video import VideoTooLarge, fit_mp4, probe, read_frames
 from tests.test_control_jobs import settings, svc  # noqa: F401
@@ -153,10 +155,15 @@ def test_a_video_over_the_upload_limit_is_reencoded_smaller_or_refused(tmp_path:
     with pytest.raises(VideoTooLarge, match="over the upload limit of 2 KiB"):
         fit_mp4(frames, 8, 2048)
     tight = Settings(paths=Paths(data_dir=str(tmp_path)), images=Images(upload_limit_bytes=2048))
-    job = SimpleNamespace(id=5, created_at=0.0)  # what write_clip reads of a job
-    with pytest.raises(VideoTooLarge):
-        write_clip(tight, job, frames, 8, "noise", {})  # type: ignore[arg-type]
-    assert not list(tmp_path.rglob("*.mp4"))  # nothing half-written is left behind
+    spec = ClipSpec({}, VideoRequest(prompt="noise", fps=8), {}, ClipLimits.of(tight))
+    with pytest.raises(VideoTooLarge):  # the clip is refused before any file is written
+        encode_clip(frames, spec)
+    clip = encode_clip(frames, replace(spec, limits=replace(spec.limits, upload_bytes=len(full) // 3)))
+    assert clip.reencodes >= 1 and len(clip.mp4) <= len(full) // 3
+    assert clip.gif is None  # a GIF of noise is over this limit too: only the MP4 is posted
+    roomy = encode_clip(frames, replace(spec, limits=replace(spec.limits, upload_bytes=10 * 2**20)))
+    assert roomy.reencodes == 0 and roomy.gif is not None and Image.open(io.BytesIO(roomy.gif)).n_frames == 12
+    assert probe(roomy.mp4).params()["spoilers"] == [False]
 
 
 def test_the_wan_path_renders_frames_with_a_tiny_wan_pipeline(tiny_models_dir: Path, tmp_path: Path) -> None:

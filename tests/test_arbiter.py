@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 
 import pytest
 from torch import nn
@@ -76,10 +77,14 @@ class Clock:
         return self.t
 
 
-def make(budget_mib: float, clock: Clock | None = None, **kw) -> Arbiter:
-    return Arbiter(
+def make(budget_mib: float, clock: Clock | None = None, *, models: Iterable[Managed] = (), **kw) -> Arbiter:
+    """An arbiter on CPU with a strictly increasing clock and no memory probe, `models` registered."""
+    arb = Arbiter(
         budget_bytes=int(budget_mib * MIB), device="cpu", clock=clock or Clock(), probe=lambda: 0, **kw
     )
+    for m in models:
+        arb.register(m)
+    return arb
 
 
 def test_tiny_model_is_managed() -> None:
@@ -93,10 +98,8 @@ def test_budget_from_gpu_section_on_cpu() -> None:
 
 
 async def test_lru_eviction_order() -> None:
-    arb = make(9)
     models = {n: TinyModel(n, 4) for n in "abc"}
-    for m in models.values():
-        arb.register(m)
+    arb = make(9, models=models.values())
     events: list[Event] = []
     arb.subscribe(events.append)
     async with arb.use("a"):
@@ -117,10 +120,8 @@ async def test_lru_eviction_order() -> None:
 
 
 async def test_eviction_really_frees_the_tensors() -> None:
-    arb = make(5)
     a, b = TinyModel("a", 4), TinyModel("b", 4)
-    arb.register(a)
-    arb.register(b)
+    arb = make(5, models=(a, b))
     async with arb.use("a"):
         weight = weakref.ref(a.module[0].weight)
     assert weight() is not None
@@ -179,10 +180,8 @@ async def test_background_sweeper_unloads_idle_models() -> None:
 
 
 async def test_busy_model_is_never_evicted_and_the_loader_waits() -> None:
-    arb = make(5)
     a, b = TinyModel("a", 4), TinyModel("b", 4)
-    arb.register(a)
-    arb.register(b)
+    arb = make(5, models=(a, b))
     release = asyncio.Event()
     holding = asyncio.Event()
 
@@ -287,11 +286,8 @@ async def test_events_are_human_and_eta_comes_from_the_last_load() -> None:
 
 
 async def test_llm_load_options_are_identical_across_reloads() -> None:
-    arb = make(5)
     llm = FakeLlm("thinker", 4, n_gpu_layers=-1, n_ctx=4096, flash_attn=True)
-    painter = TinyModel("painter", 4, kind="diffusion")
-    arb.register(llm)
-    arb.register(painter)
+    arb = make(5, models=(llm, TinyModel("painter", 4, kind="diffusion")))
     async with arb.use("thinker"):
         pass
     async with arb.use("painter"):  # evicts the LLM
@@ -344,10 +340,8 @@ async def test_failed_load_reports_and_leaves_a_clean_state() -> None:
 
 
 async def test_cancelled_loader_leaves_a_consistent_state() -> None:
-    arb = make(5)
     slow, other = TinyModel("slow", 4, delay_s=0.2), TinyModel("other", 4)
-    arb.register(slow)
-    arb.register(other)
+    arb = make(5, models=(slow, other))
     started = threading.Event()
     orig = slow.load
 
@@ -385,9 +379,8 @@ async def test_explicit_unload_refuses_a_busy_model() -> None:
 
 
 async def test_nested_use_that_cannot_fit_times_out_with_a_clear_error() -> None:
-    arb = make(5, wait_timeout_s=0.2)
-    arb.register(TinyModel("thinker", 4, kind="llm"))
-    arb.register(TinyModel("painter", 4, kind="diffusion"))
+    arb = make(5, models=(TinyModel("thinker", 4, kind="llm"), TinyModel("painter", 4, kind="diffusion")),
+               wait_timeout_s=0.2)  # fmt: skip
     async with arb.use("thinker"):
         with pytest.raises(
             ArbiterError, match=r"waited 0 s for room to load painter; busy models: thinker \(1\)"

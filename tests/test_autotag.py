@@ -136,10 +136,8 @@ async def test_runner_busy_sees_queued_jobs(open_store, tmp_path) -> None:
 
 
 async def test_spare_lease_never_evicts_a_users_model() -> None:
-    arbiter = make(100)
     user, seer = TinyModel("painter", 70), TinyModel("seer", 40)
-    arbiter.register(user)
-    arbiter.register(seer)
+    arbiter = make(100, models=(user, seer))
     async with arbiter.use("painter"):
         pass
     with pytest.raises(NoRoom, match="evict"):

@@ -8,8 +8,8 @@ import time
 from PIL import Image
 
 from bot.agent import AgentResult
-from tests.discord_support import ScriptedAgent, running_env
-from tests.test_discord_flows import _ids, _result_message
+from tests.discord_support import ScriptedAgent, custom_ids, running_env
+from tests.test_discord_flows import _result_message
 
 
 def _png() -> bytes:
@@ -74,7 +74,7 @@ async def test_reply_to_a_result_gets_a_critique_with_fix_buttons(tmp_path, monk
         assert agent.turns[0].replied_generation_id == gen
         body = sent[0].body
         assert "**1.** make the sky darker" in body["content"] and "**2.** add a moon" in body["content"]
-        assert _ids(body["components"]) == [f"atelier:fix:{gen}:1", f"atelier:fix:{gen}:2"]
+        assert custom_ids(body["components"]) == [f"atelier:fix:{gen}:1", f"atelier:fix:{gen}:2"]
 
 
 async def test_attached_image_reaches_the_agent(tmp_path, monkeypatch):
@@ -89,7 +89,7 @@ async def test_attached_image_reaches_the_agent(tmp_path, monkeypatch):
         turn = agent.turns[0]
         assert [(a.name, a.data) for a in turn.attachments] == [("leaf.png", _png())]
         assert turn.replied_generation_id is None
-        assert _ids(sent[0].body["components"]) == ["atelier:fix:0:1"]
+        assert custom_ids(sent[0].body["components"]) == ["atelier:fix:0:1"]
 
 
 async def test_fix_button_defers_before_a_slow_agent_and_tracks_its_job(tmp_path, monkeypatch):

@@ -9,9 +9,9 @@ from PIL import Image
 
 from bot.agent import Agent, AgentResult
 from engine.runtime.diffusion.errors import ModelNotAvailable
-from tests.discord_support import ScriptedAgent, make_settings, running_env
+from tests.discord_support import ScriptedAgent, custom_ids, make_settings, posted_ids, running_env
 from tests.llm_fakes import ScriptedChatModel
-from tests.test_discord_flows import _ids, _result_message
+from tests.test_discord_flows import _result_message
 from tools.context import Services as ToolServices
 from tools.orchestrator import Orchestrator
 
@@ -171,12 +171,7 @@ async def test_zoom_and_pan_buttons_enqueue_outpaint_jobs_for_the_clicker(tmp_pa
             click = fake.click(msg, f"atelier:o:{job_id}:{direction}:1", who=who)
             await env.send("INTERACTION_CREATE", click)
             tok = click["token"]
-            final = await fake.wait_for(
-                lambda tok=tok: [
-                    c for c in fake.find("PATCH", rf"{tok}/messages/@original") if c.body.get("components")
-                ],
-                what=f"{direction} result posted",
-            )
+            ids = await posted_ids(fake, tok, f"{direction} result posted")
             assert fake.find("POST", rf"{tok}/callback")[0].body["type"] == 5
             kind, payload = env.handlers.runs[before]
             assert isinstance(payload.pop("seed"), int)  # the seed is drawn once, at submission
@@ -186,7 +181,7 @@ async def test_zoom_and_pan_buttons_enqueue_outpaint_jobs_for_the_clicker(tmp_pa
                 "outpaint": {"direction": direction, "factor": factor}}  # fmt: skip
             job = (await env.services.jobs.user_jobs(int(who["id"]), ("done",)))[-1]
             assert {k: v for k, v in job.payload.items() if k not in ("seed", "seed_fixed")} == payload
-            assert f"atelier:o:{job.id}:all:1" in _ids(final[-1].body["components"])  # zoom again
+            assert f"atelier:o:{job.id}:all:1" in ids  # zoom again
 
 
 async def test_multi_image_results_get_one_zoom_pan_menu_within_discord_limits(tmp_path, monkeypatch):
@@ -210,17 +205,14 @@ async def test_multi_image_results_get_one_zoom_pan_menu_within_discord_limits(t
             "outpaint": {"direction": "up", "factor": 1.5}}  # fmt: skip
         up = fake.click(msg, f"atelier:u:{job_id}:1")
         await env.send("INTERACTION_CREATE", up)
-        final = await fake.wait_for(
-            lambda: [
-                c
-                for c in fake.find("PATCH", rf"{up['token']}/messages/@original")
-                if c.body.get("components")
-            ],
-            what="upscale posted",
-        )
-        assert not [
-            i for i in _ids(final[-1].body["components"]) if i.startswith("atelier:o")
-        ]  # no zoom of upscales
+        ids = await posted_ids(fake, up["token"], "upscale posted")
+        assert not [i for i in ids if i.startswith("atelier:o")]  # no zoom of upscales
+
+
+async def _one_image(env, prompt: str = "a cat") -> tuple[dict, int, int]:
+    """Run /imagine for one image: the result message, its job id and its generation id."""
+    result, job_id = await _result_message(env, prompt=prompt, count=1)
+    return result, job_id, (await env.services.jobs.require(job_id)).result["generation_id"]
 
 
 def _real_agent(env, script: list) -> object:
@@ -239,8 +231,7 @@ async def test_use_this_pose_reply_makes_an_openpose_job_from_the_replied_image(
     script = [{"prompt": "a knight"}]
     async with running_env(tmp_path, monkeypatch, agent=agent) as env:
         fake = env.fake
-        result, job_id = await _result_message(env, prompt="a dancer", count=1)
-        gen = (await env.services.jobs.require(job_id)).result["generation_id"]
+        result, job_id, gen = await _one_image(env, "a dancer")
         agent.results.append(_real_agent(env, script))
         await env.send(
             "MESSAGE_CREATE", fake.message(fake.alice, "use this pose", reply_to=int(result["id"]))
@@ -280,8 +271,7 @@ async def test_image_reply_without_an_intent_still_goes_to_critique(tmp_path, mo
     agent = ScriptedAgent()
     async with running_env(tmp_path, monkeypatch, agent=agent) as env:
         fake = env.fake
-        result, job_id = await _result_message(env, count=1)
-        gen = (await env.services.jobs.require(job_id)).result["generation_id"]
+        result, job_id, gen = await _one_image(env)
         agent.results.append(AgentResult(reply="Nice light.", follow_ups=["warmer colours"]))
         await env.send(
             "MESSAGE_CREATE", fake.message(fake.alice, "what do you think?", reply_to=int(result["id"]))
@@ -291,15 +281,14 @@ async def test_image_reply_without_an_intent_still_goes_to_critique(tmp_path, mo
         assert turn.replied_generation_id == gen and [a.name for a in turn.attachments] == [
             f"job{job_id}-0.png"
         ]
-        assert _ids(sent[0].body["components"]) == [f"atelier:fix:{gen}:1"]
+        assert custom_ids(sent[0].body["components"]) == [f"atelier:fix:{gen}:1"]
 
 
 async def test_zoom_out_reply_to_a_critique_finds_the_image_up_the_chain(tmp_path, monkeypatch):
     agent = ScriptedAgent()
     async with running_env(tmp_path, monkeypatch, agent=agent) as env:
         fake = env.fake
-        result, job_id = await _result_message(env, count=1)
-        gen = (await env.services.jobs.require(job_id)).result["generation_id"]
+        result, job_id, gen = await _one_image(env)
         upload = fake.message(fake.alice, "", attachments=[fake.attachment("mine.png", _png(20))])
         for source in (result, upload):  # the critique of a generation, then of an upload, sits in between
             fixes = [{"type": 1, "components": [{"type": 2, "style": 1, "label": "Fix 1",

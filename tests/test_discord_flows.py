@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.discord_support import running_env
-
-
-def _ids(components: list) -> list[str]:
-    return [c["custom_id"] for row in components for c in row.get("components", [])]
+from tests.discord_support import custom_ids, posted_ids, running_env
 
 
 async def test_imagine_defers_then_edits_progress_then_posts_files_and_buttons(tmp_path, monkeypatch):
@@ -37,7 +33,7 @@ async def test_imagine_defers_then_edits_progress_then_posts_files_and_buttons(t
         assert any("queued" in (c.body.get("content") or "") for c in edits)
         final = done[-1]
         assert [name for name, _ in final.files] == ["job1-0.png", "job1-1.png"]
-        ids = _ids(final.body["components"])
+        ids = custom_ids(final.body["components"])
         assert "atelier:v:1:1" in ids and "atelier:v:1:2" in ids and "atelier:u:1:2" in ids
         assert {"atelier:r:1", "atelier:f:1", "atelier:i:1", "atelier:d:1"} <= set(ids)
         assert "a red fox" in final.body["content"] and "42" in final.body["content"]
@@ -67,7 +63,7 @@ async def _result_message(env, prompt: str = "a cat", count: int = 2) -> tuple[d
     await fake.wait_for(lambda: fake.find("PATCH", rf"{tok}/messages/@original") and fake.messages.get(
         fake.originals.get(tok, -1), {}).get("components"), what="result posted")  # fmt: skip
     msg = fake.messages[fake.originals[tok]]
-    job_id = int(_ids(msg["components"])[0].split(":")[2])
+    job_id = int(custom_ids(msg["components"])[0].split(":")[2])
     return msg, job_id
 
 
@@ -89,11 +85,7 @@ async def test_variation_button_enqueues_a_variation_job_and_posts_it(tmp_path, 
         assert payload == {"generation_id": source.result["generation_id"], "index": 1}
         job = (await env.services.jobs.user_jobs(int(fake.bob["id"]), ("queued", "running", "done")))[-1]
         assert job.kind == "variation"
-        final = await fake.wait_for(
-            lambda: [c for c in fake.find("PATCH", rf"{tok}/messages/@original") if c.body.get("components")],
-            what="variation posted",
-        )
-        ids = _ids(final[-1].body["components"])
+        ids = await posted_ids(fake, tok, "variation posted")
         assert f"atelier:u:{job.id}:1" in ids and f"atelier:r:{job.id}" not in ids  # no reroll of a variation
 
 

@@ -12,29 +12,21 @@ from bot.chat_commands import parse_imagine
 from bot.usecases import account
 from bot.usecases.creation import enhance_payload, scaled
 from bot.usecases.errors import UserError
-from engine.config import Generation, Gpu, Paths, Queue, Settings
 from engine.core import Engine
-from tests.discord_support import running_env
+from tests.demo_support import demo_engine, demo_settings, run_generate
+from tests.discord_support import custom_ids, posted_ids, running_env
 
 A, GUILD = 11, 500
 
 
 @pytest.fixture
 async def demo(tmp_path: Path, tiny_models_dir: Path, tiny_sd_path, tiny_safety_path):
-    settings = Settings(
-        paths=Paths(data_dir=str(tmp_path / "data"), demo_models=str(tiny_models_dir)),
-        gpu=Gpu(device="cpu"),
-        generation=Generation(max_side=512, max_pixels=256 * 256, enhance_strength=0.5),
-        queue=Queue(max_per_user=2, daily_quota=100, lease_s=30.0),
-    )
-    svc = await Engine.start(settings, demo=True, poll_s=0.05)
-    yield svc
-    await svc.stop()
+    async with demo_engine(demo_settings(tmp_path, tiny_models_dir, enhance_strength=0.5)) as svc:
+        yield svc
 
 
 async def run(svc: Engine, payload: dict):
-    job_id = await svc.submit("generate", payload, user_id=A, guild_id=GUILD)
-    return await svc.wait(job_id, timeout_s=120)
+    return await run_generate(svc, payload, A, GUILD, timeout_s=120)
 
 
 async def test_draft_flag_and_setting_pick_the_draft_preset_and_enhance_keeps_prompt_and_seed(demo):
@@ -82,10 +74,6 @@ def test_enhance_size_follows_the_full_preset_area_and_terminal_parses_draft():
     assert not parse_imagine("a fox").draft
 
 
-def _ids(components: list) -> list[str]:
-    return [c["custom_id"] for row in components for c in row.get("components", [])]
-
-
 async def test_discord_draft_result_has_enhance_buttons_and_a_click_queues_the_full_render(
     tmp_path, monkeypatch
 ):
@@ -107,7 +95,7 @@ async def test_discord_draft_result_has_enhance_buttons_and_a_click_queues_the_f
             lambda: fake.messages.get(fake.originals.get(tok, -1), {}).get("components"), what="draft"
         )
         msg = fake.messages[fake.originals[tok]]
-        assert {"atelier:e:1:1", "atelier:e:1:2"} <= set(_ids(msg["components"]))
+        assert {"atelier:e:1:1", "atelier:e:1:2"} <= set(custom_ids(msg["components"]))
         assert env.handlers.runs[0][1]["draft"] is True
         click = fake.click(msg, "atelier:e:1:2", who=fake.bob)
         await env.send("INTERACTION_CREATE", click)
@@ -126,17 +114,8 @@ async def test_discord_draft_result_has_enhance_buttons_and_a_click_queues_the_f
             1,
         )
         assert (enhance["preset"], enhance["width"], enhance["height"]) == ("sdxl", 1024, 1024)
-        final = await fake.wait_for(
-            lambda: [
-                c
-                for c in fake.find("PATCH", rf"{click['token']}/messages/@original")
-                if c.body.get("components")
-            ],
-            what="enhance posted",
-        )
-        assert not [
-            i for i in _ids(final[-1].body["components"]) if i.startswith("atelier:e:")
-        ]  # not a draft
+        ids = await posted_ids(fake, click["token"], "enhance posted")
+        assert not [i for i in ids if i.startswith("atelier:e:")]  # not a draft
         plain_job = fake.slash("imagine", prompt="a cat")
         await env.send("INTERACTION_CREATE", plain_job)
         ptok = plain_job["token"]
@@ -144,5 +123,5 @@ async def test_discord_draft_result_has_enhance_buttons_and_a_click_queues_the_f
             lambda: fake.messages.get(fake.originals.get(ptok, -1), {}).get("components"), what="plain"
         )
         assert not [
-            i for i in _ids(fake.messages[fake.originals[ptok]]["components"]) if i.startswith("atelier:e:")
+            i for i in custom_ids(fake.messages[fake.originals[ptok]]["components"]) if i.startswith("atelier:e:")
         ]

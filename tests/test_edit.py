@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config import Generation, Gpu, Paths, Queue, Settings
+from engine.config import Settings
 from engine.core import Engine
 from engine.runtime.diffusion import read_png_meta
 from engine.runtime.diffusion.denoise import to_pil
@@ -16,10 +16,9 @@ from engine.runtime.diffusion.edit import EditModel
 from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.testmodels_edit import ensure_tiny_kontext
 from engine.store.history import Scope
+from tests.demo_support import demo_engine, demo_settings, loaded_edit_model, run_generate
 
 A, GUILD = 11, 500
-EDIT = {"name": "tiny-edit", "family": "kontext", "steps": 3, "cfg": 2.5, "scheduler": "default", "width": 64,
-        "height": 64}  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +28,7 @@ def tiny_kontext_path(tiny_models_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def kontext(tiny_kontext_path: Path) -> EditModel:
-    model = EditModel(
-        {**EDIT, "model": str(tiny_kontext_path)}, Settings(gpu=Gpu(device="cpu")), safety_checker=None
-    )
-    model.load("cpu")
-    return model
+    return loaded_edit_model(tiny_kontext_path, "kontext", cfg=2.5)
 
 
 def source(color=(200, 40, 40), size=(64, 64)) -> Image.Image:
@@ -87,24 +82,17 @@ def test_masked_edit_keeps_the_unmasked_pixels_and_bad_masks_are_refused(kontext
 
 @pytest.fixture
 def settings(tmp_path: Path, tiny_models_dir: Path) -> Settings:
-    return Settings(
-        paths=Paths(data_dir=str(tmp_path / "data"), demo_models=str(tiny_models_dir)),
-        gpu=Gpu(device="cpu"),
-        generation=Generation(max_side=512, max_pixels=256 * 256, max_steps=60),
-        queue=Queue(max_per_user=2, daily_quota=100, lease_s=30.0),
-    )
+    return demo_settings(tmp_path, tiny_models_dir, max_steps=60)
 
 
 @pytest.fixture
 async def demo(settings, tiny_kontext_path):
-    svc = await Engine.start(settings, demo=True, poll_s=0.05)
-    yield svc
-    await svc.stop()
+    async with demo_engine(settings) as svc:
+        yield svc
 
 
 async def run(svc: Engine, payload: dict):
-    job_id = await svc.submit("generate", payload, user_id=A, guild_id=GUILD)
-    return await svc.wait(job_id, timeout_s=180)
+    return await run_generate(svc, payload, A, GUILD, timeout_s=180)
 
 
 async def test_edit_job_keeps_lineage_is_searchable_and_writes_png_meta(demo):

@@ -105,7 +105,7 @@ async def test_edit_refuses_too_many_images_no_image_and_guidance(open_store, tm
     orch = Orchestrator(env.services)
     two = env.ctx(attachments=(Attachment("a.png", png()), Attachment("b.png", png((1, 2, 3)))))
     call = await orch.execute(two, {"tool": "generate", "args": {"prompt": "make it night", "edit": True}})
-    assert not call.ok and "an edit takes 1 image" in call.error
+    assert not call.ok and "kontext edits take one image; you gave 2" in call.error
     call = await orch.execute(
         env.ctx(), {"tool": "generate", "args": {"prompt": "make it night", "edit": True}}
     )

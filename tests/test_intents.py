@@ -10,6 +10,7 @@ from engine.runtime.control import CONTROL_TYPES
 POSE = Intent(control=("openpose",))
 STYLE = Intent(reference="style")
 SUBJECT = Intent(reference="subject")
+CANNY, DEPTH, LINEART, SCRIBBLE = (Intent(control=(t,)) for t in ("canny", "depth", "lineart", "scribble"))
 
 POSITIVE = [
     # control: openpose
@@ -29,18 +30,18 @@ POSITIVE = [
     ("the exact same pose", POSE),
     ("match the stance of this photo", POSE),
     # control: other types
-    ("keep the same composition", Intent(control=("canny",))),
-    ("same edges please", Intent(control=("canny",))),
-    ("use the edges of this image", Intent(control=("canny",))),
-    ("match the composition of the attached image", Intent(control=("canny",))),
-    ("same depth", Intent(control=("depth",))),
-    ("same layout as my photo", Intent(control=("depth",))),
-    ("use the lineart from this", Intent(control=("lineart",))),
-    ("keep the line art", Intent(control=("lineart",))),
+    ("keep the same composition", CANNY),
+    ("same edges please", CANNY),
+    ("use the edges of this image", CANNY),
+    ("match the composition of the attached image", CANNY),
+    ("same depth", DEPTH),
+    ("same layout as my photo", DEPTH),
+    ("use the lineart from this", LINEART),
+    ("keep the line art", LINEART),
     ("same soft edges as this", Intent(control=("softedge",))),
-    ("turn this sketch into a castle", Intent(control=("scribble",))),
-    ("this doodle as a monster", Intent(control=("scribble",))),
-    ("color my sketch", Intent(control=("scribble",))),
+    ("turn this sketch into a castle", SCRIBBLE),
+    ("this doodle as a monster", SCRIBBLE),
+    ("color my sketch", SCRIBBLE),
     ("same pose and composition as this", Intent(control=("openpose", "canny"))),
     ("same pose, same depth and same lines as this", Intent(control=("openpose", "depth", "lineart"))),
     # reference

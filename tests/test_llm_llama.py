@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-import llama_cpp
 import pytest
 from llama_cpp import llama_chat_format
 from PIL import Image
@@ -22,11 +21,13 @@ from engine.runtime.llm import (
     LlmError,
     ModelNotLoaded,
     NoVisionProjector,
+    llama_model,
     make_vision_handler,
     validated,
 )
 from engine.runtime.llm.gguf import kv_bytes_per_token, read_metadata
 from engine.runtime.llm.grammar import cached_count
+from engine.runtime.llm.prefix import prefix_llama_class
 from engine.runtime.llm.presets import VISION_HANDLERS
 from tests.llm_fakes import VisionHandlerDouble
 
@@ -212,12 +213,12 @@ async def test_achat_runs_off_the_event_loop(smol):
 def test_load_unload_reload_same_options(monkeypatch):
     seen: list[dict] = []
 
-    class SpyLlama(llama_cpp.Llama):
+    class SpyLlama(prefix_llama_class()):
         def __init__(self, **kw):
             seen.append(dict(kw))
             super().__init__(**kw)
 
-    monkeypatch.setattr(llama_cpp, "Llama", SpyLlama)
+    monkeypatch.setattr(llama_model, "prefix_llama_class", lambda: SpyLlama)
     model = LlamaModel(PRESET)
     model.load("cpu")
     model.load("cpu")  # idempotent

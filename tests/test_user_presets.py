@@ -55,21 +55,28 @@ async def test_a_presets_file_next_to_the_config_adds_and_overrides(tmp_path):
         await store.close()
 
 
-@pytest.mark.parametrize(
-    ("file_text", "inline", "message"),
-    [
-        ('[[llm]]\nname = "x"\n', None, "presets.toml: [[llm]] #1 field 'model': Field required"),
-        ('[[image]]\nname = "x"\nmodel = "m"\nfamily = "sd3"\n', None, "presets.toml: [[image]] #1 field 'family'"),
-        ("[[image]\n", None, "presets.toml: "),
-        ('[[gpu]]\nx = 1\n', None, "presets.toml: unknown top-level keys ['gpu']"),
-        (None, {"llm": [{"name": "y", "model": "m.gguf", "n_ctx": 10}]},
-         "config presets.llm: [[llm]] #1 field 'n_ctx'"),
-    ],
-)
-async def test_bad_user_presets_name_the_file_and_the_field(tmp_path, file_text, inline, message):
-    if file_text is not None:
-        (tmp_path / "presets.toml").write_text(file_text)
-    settings = load_settings(write_config(tmp_path, **({"presets": inline} if inline else {})))
+async def _refused(settings, message: str) -> None:
+    """Opening the store fails with a DataFileError that starts with `message`."""
     with pytest.raises(DataFileError) as e:
         await open_store(settings)
     assert str(e.value).startswith(message), str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("file_text", "message"),
+    [
+        ('[[llm]]\nname = "x"\n', "presets.toml: [[llm]] #1 field 'model': Field required"),
+        ('[[image]]\nname = "x"\nmodel = "m"\nfamily = "sd3"\n', "presets.toml: [[image]] #1 field 'family'"),
+        ("[[image]\n", "presets.toml: "),
+        ('[[gpu]]\nx = 1\n', "presets.toml: unknown top-level keys ['gpu']"),
+    ],
+)
+async def test_bad_user_presets_name_the_file_and_the_field(tmp_path, file_text, message):
+    (tmp_path / "presets.toml").write_text(file_text)
+    await _refused(load_settings(write_config(tmp_path)), message)
+
+
+async def test_bad_presets_in_the_config_name_the_section_and_the_field(tmp_path):
+    inline = {"llm": [{"name": "y", "model": "m.gguf", "n_ctx": 10}]}
+    settings = load_settings(write_config(tmp_path, presets=inline))
+    await _refused(settings, "config presets.llm: [[llm]] #1 field 'n_ctx'")

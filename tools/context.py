@@ -103,11 +103,11 @@ class ToolContext:
         return self.services.settings
 
     @property
-    def store(self) -> Store:
-        """The SQLite store."""
-        return self.services.store
-
-    @property
     def requester(self) -> Requester:
         """Who asks, for the engine's job submission and policy checks."""
         return Requester(self.user_id, self.guild_id, self.channel_id, self.roles)
+
+    @property
+    def store(self) -> Store:
+        """The SQLite store."""
+        return self.services.store

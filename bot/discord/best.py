@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
-from typing import Any
 
 import discord
 
-from bot.discord import replies
+from bot.discord.items import JobButton
 from bot.discord.render import fit_upload
 from bot.usecases.errors import UserError
 from engine.jobs.result import JobResult
@@ -31,24 +29,20 @@ def _load(paths: list[str], limit: int) -> list[discord.File]:
     return files
 
 
-class OthersButton(discord.ui.DynamicItem[discord.ui.Button], template=r"atelier:b:(?P<job>[0-9]+)"):
+class OthersButton(JobButton, tag="b"):
     """🖼️ the other images of a best-of-N result, with their CLIP scores (ephemeral; anyone may look)."""
 
+    emoji = "🖼️"
+
     def __init__(self, job_id: int, n_others: int = 0, *, row: int | None = None):
-        self.job_id = job_id
-        label = f"Others ({n_others})" if n_others else "Others"
-        super().__init__(
-            discord.ui.Button(label=label, emoji="🖼️", custom_id=f"atelier:b:{job_id}", row=row)
-        )
+        self.n_others = n_others  # shown on the label only (not in the custom_id)
+        super().__init__(job_id, row=row)
 
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /) -> OthersButton:  # noqa: E501
-        return cls(int(match["job"]))
+    def label(self) -> str:
+        """'Others (n)' when the count is known."""
+        return f"Others ({self.n_others})" if self.n_others else "Others"
 
-    async def callback(self, interaction: discord.Interaction) -> Any:
-        await replies.guarded(interaction, self._show(interaction))
-
-    async def _show(self, interaction: discord.Interaction) -> None:
+    async def act(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         services = interaction.client.services  # type: ignore[attr-defined]
         job = await services.jobs.get(self.job_id)

@@ -12,7 +12,7 @@ from typing import Any
 import discord
 
 from bot.discord import replies
-from bot.discord.target import Target
+from bot.discord.items import submit_tracked
 from bot.usecases import account
 from bot.usecases.describe import Described, prompt_from_text
 
@@ -46,12 +46,7 @@ class DescribeButton(
         payload = await account.imagine_payload(
             bot.services, user_id=uid, guild_id=gid, prompt=prompt, preset=self.preset or None
         )
-        job_id = await bot.services.submit(
-            "generate", payload, user_id=uid, guild_id=gid, channel_id=interaction.channel_id or 0,
-            roles=replies.role_ids(interaction.user), reply_to={"interaction_id": interaction.id},
-        )  # fmt: skip
-        label = f"Suggestion {self.index}"
-        await bot.poster.track(job_id, Target(uid, interaction.channel, interaction=interaction, label=label))
+        await submit_tracked(interaction, "generate", payload, label=f"Suggestion {self.index}")
 
 
 def describe_view(d: Described) -> discord.ui.View:

@@ -13,9 +13,8 @@ from typing import Any
 import discord
 
 from bot.discord import replies
-from bot.discord.target import Target
+from bot.discord.items import button, on_message, source_job, submit_tracked
 from bot.usecases import guided
-from bot.usecases.errors import UserError
 
 ROW = 3  # rows 0-2 hold reroll/favorite/info/delete, V1..Vn and U1..Un
 DIRECTIONS = ("all", "left", "right", "up", "down")
@@ -33,19 +32,11 @@ class OutpaintButton(
     def __init__(self, job_id: int, direction: str, index: int = 1, *, row: int | None = None):
         self.job_id, self.direction, self.index = job_id, direction, index
         label = WORDS[direction] if direction == "all" else None
-        button = discord.ui.Button(
-            label=label,
-            emoji=EMOJI[direction],
-            style=discord.ButtonStyle.secondary,
-            custom_id=f"atelier:o:{job_id}:{direction}:{index}",
-            row=row,
-        )
-        super().__init__(button)
+        cid = f"atelier:o:{job_id}:{direction}:{index}"
+        super().__init__(button(cid, label=label, emoji=EMOJI[direction], row=row))
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
-    ) -> OutpaintButton:
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /) -> OutpaintButton:  # noqa: E501
         return cls(int(match["job"]), match["dir"], int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
@@ -57,23 +48,13 @@ class OutpaintSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"ateli
 
     def __init__(self, job_id: int, n_images: int = 0, *, row: int | None = None):
         self.job_id = job_id
-        options = [
-            discord.SelectOption(label=f"{WORDS[d]} · image {i}", value=f"{d}:{i}", emoji=EMOJI[d])
-            for i in range(1, n_images + 1)
-            for d in DIRECTIONS
-        ]
         select: discord.ui.Select = discord.ui.Select(
-            custom_id=f"atelier:os:{job_id}",
-            placeholder="🔍 Zoom out or pan an image…",
-            options=options or [discord.SelectOption(label="image 1", value="all:1")],
-            row=row,
-        )
+            custom_id=f"atelier:os:{job_id}", placeholder="🔍 Zoom out or pan an image…", options=_choices(n_images), row=row,
+        )  # fmt: skip
         super().__init__(select)
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Select, match: re.Match[str], /
-    ) -> OutpaintSelect:
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Select, match: re.Match[str], /) -> OutpaintSelect:  # noqa: E501
         return cls(int(match["job"]), len(item.options) // len(DIRECTIONS))
 
     async def callback(self, interaction: discord.Interaction) -> Any:
@@ -83,6 +64,16 @@ class OutpaintSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"ateli
             await replies.fail(interaction, f"⚠️ unknown zoom/pan choice {value!r}")
             return
         await _run(interaction, self.job_id, direction, int(index))
+
+
+def _choices(n_images: int) -> list[discord.SelectOption]:
+    """The menu's options: each direction for each image ('<direction>:<i>'); a placeholder one for none."""
+    options = [
+        discord.SelectOption(label=f"{WORDS[d]} · image {i}", value=f"{d}:{i}", emoji=EMOJI[d])
+        for i in range(1, n_images + 1)
+        for d in DIRECTIONS
+    ]
+    return options or [discord.SelectOption(label="image 1", value="all:1")]
 
 
 def add_items(view: discord.ui.View, job_id: int, n_images: int, kind: str) -> None:
@@ -102,17 +93,8 @@ async def _run(interaction: discord.Interaction, job_id: int, direction: str, in
 
 async def _enqueue(interaction: discord.Interaction, job_id: int, direction: str, index: int) -> None:
     """Defer, then queue the outpaint job for the clicking user and track it in the deferred message."""
-    bot: Any = interaction.client
     await interaction.response.defer(thinking=True)
-    source = await bot.services.jobs.get(job_id)
-    if source is None:
-        raise UserError(f"job #{job_id} no longer exists")
+    source = await source_job(interaction, job_id)
     payload = guided.outpaint_payload(source, index - 1, direction)
-    new_id = await bot.services.submit(
-        "generate", payload, user_id=interaction.user.id, guild_id=interaction.guild_id or 0,
-        channel_id=interaction.channel_id or 0, roles=replies.role_ids(interaction.user),
-        reply_to={"message_id": interaction.message.id if interaction.message else None},
-    )  # fmt: skip
     label = f"{WORDS[direction]} of #{source.id} image {index}"
-    target = Target(interaction.user.id, interaction.channel, interaction=interaction, label=label)
-    await bot.poster.track(new_id, target)
+    await submit_tracked(interaction, "generate", payload, label=label, reply_to=on_message(interaction))

@@ -11,6 +11,7 @@ from discord import app_commands
 
 from bot.usecases.errors import UserError
 from bot.usecases.text import clip
+from engine.jobs.policy import Requester
 from tools.errors import USER_ERRORS
 
 log = logging.getLogger(__name__)
@@ -79,3 +80,9 @@ def is_admin(interaction: discord.Interaction) -> bool:
 def role_ids(member: object) -> tuple[int, ...]:
     """The member's role ids without @everyone (the guild's tool policy matches on these); () in DMs."""
     return tuple(r.id for r in getattr(member, "roles", [])[1:])
+
+
+def requester(interaction: discord.Interaction) -> Requester:
+    """Who asks through an interaction, as the job policy sees them."""
+    user = interaction.user
+    return Requester(user.id, interaction.guild_id or 0, interaction.channel_id or 0, role_ids(user))

@@ -14,7 +14,6 @@ import discord
 from bot.discord import replies
 from bot.discord.target import Target
 from bot.usecases import variations
-from engine.jobs.policy import Requester
 
 
 class GenerateAllButton(
@@ -46,10 +45,7 @@ class GenerateAllButton(
         bot: Any = interaction.client
         await interaction.response.defer(thinking=True)
         prompts = variations.prompts_from_text(interaction.message.content if interaction.message else "")
-        who = Requester(
-            interaction.user.id, interaction.guild_id or 0, interaction.channel_id or 0,
-            replies.role_ids(interaction.user),
-        )  # fmt: skip
+        who = replies.requester(interaction)
         queued = await variations.generate_all(
             bot.services, who, prompts, self.preset or None, reply_to={"interaction_id": interaction.id}
         )

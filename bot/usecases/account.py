@@ -17,22 +17,11 @@ USER_SETTING_KEYS = ("preset", "style", "aspect", "negative", "count", "cache", 
 
 
 async def imagine_payload(
-    engine: Engine,
-    *,
-    user_id: int,
-    guild_id: int,
-    prompt: str,
-    preset: str | None = None,
-    style: str | None = None,
-    aspect: str | None = None,
-    count: int | None = None,
-    seed: int | None = None,
-    negative: str | None = None,
-    init_image: str | None = None,
-    draft: bool | None = None,
-    style_code: str | None = None,
+    engine: Engine, *, user_id: int, guild_id: int, prompt: str, preset: str | None = None, style: str | None = None,
+    aspect: str | None = None, count: int | None = None, seed: int | None = None, negative: str | None = None,
+    init_image: str | None = None, draft: bool | None = None, style_code: str | None = None,
     best_of: int | None = None,
-) -> dict:
+) -> dict:  # fmt: skip
     """Validate /imagine options against defaults, presets and limits; return the 'generate' payload."""
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty")
@@ -52,17 +41,11 @@ async def imagine_payload(
     if best_of is not None and not 2 <= best_of <= settings.generation.max_batch:
         raise UserError(f"best_of must be between 2 and {settings.generation.max_batch}, got {best_of}")
     payload = {
-        "prompt": prompt.strip(),
-        "preset": preset,
-        "style": style,
-        "aspect": aspect,
-        "count": count,
-        "seed": seed,
-        "negative": negative,
-        "source_image": init_image,
+        "prompt": prompt.strip(), "preset": preset, "style": style, "aspect": aspect, "count": count, "seed": seed,
+        "negative": negative, "source_image": init_image,
         "draft": draft,  # None: the user's saved setting decides
         "best_of": best_of,  # draw this many; the result lists them best first by CLIP score
-    }
+    }  # fmt: skip
     return {k: v for k, v in payload.items() if v is not None} | style_codes.imagine_field(style_code)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from PIL import Image
@@ -53,34 +54,37 @@ def canonical_type(option: str, name: str) -> str:
         ) from None
 
 
-def check_options(
-    *,
-    control_image: bool,
-    control_type: str | None,
-    control_scale: float | None,
-    reference_image: bool,
-    reference_mode: str | None,
-    reference_scale: float | None,
-) -> None:
-    """Reject option combinations that cannot work (before anything is downloaded)."""
-    if not control_image and (control_type is not None or control_scale is not None):
-        given = "control_type" if control_type is not None else "control_scale"
-        raise UserError(
-            f"{given} needs a control_image: attach the picture whose pose, edges or depth to follow"
-        )
-    if not reference_image and (reference_mode is not None or reference_scale is not None):
-        given = "reference_mode" if reference_mode is not None else "reference_scale"
-        raise UserError(
-            f"{given} needs a reference_image: attach the picture whose subject or style to reuse"
-        )
-    if control_type is not None:
-        canonical_type("control_type", control_type)
-    if reference_mode is not None and reference_mode not in REFERENCE_MODES:
-        raise UserError(
-            f"reference_mode must be one of: {', '.join(REFERENCE_MODES)}; got '{reference_mode}'"
-        )
-    _in_range("control_scale", control_scale, CONTROL_SCALE)
-    _in_range("reference_scale", reference_scale, REFERENCE_SCALE)
+@dataclass(frozen=True)
+class Guides:
+    """/imagine's control and reference options as a front received them (uploads not stored yet)."""
+
+    control_image: Upload | None = None
+    control_type: str | None = None
+    control_scale: float | None = None
+    reference_image: Upload | None = None
+    reference_mode: str | None = None
+    reference_scale: float | None = None
+
+    def check(self) -> None:
+        """Reject option combinations that cannot work (before anything is downloaded)."""
+        if self.control_image is None and (self.control_type is not None or self.control_scale is not None):
+            given = "control_type" if self.control_type is not None else "control_scale"
+            raise UserError(
+                f"{given} needs a control_image: attach the picture whose pose, edges or depth to follow"
+            )
+        if self.reference_image is None and (self.reference_mode is not None or self.reference_scale is not None):
+            given = "reference_mode" if self.reference_mode is not None else "reference_scale"
+            raise UserError(
+                f"{given} needs a reference_image: attach the picture whose subject or style to reuse"
+            )
+        if self.control_type is not None:
+            canonical_type("control_type", self.control_type)
+        if self.reference_mode is not None and self.reference_mode not in REFERENCE_MODES:
+            raise UserError(
+                f"reference_mode must be one of: {', '.join(REFERENCE_MODES)}; got '{self.reference_mode}'"
+            )
+        _in_range("control_scale", self.control_scale, CONTROL_SCALE)
+        _in_range("reference_scale", self.reference_scale, REFERENCE_SCALE)
 
 
 async def read_image(engine: Engine, option: str, upload: Upload) -> tuple[bytes, Any]:
@@ -104,36 +108,20 @@ async def save_image(engine: Engine, option: str, upload: Upload) -> str:
     return await asyncio.to_thread(store_upload, engine.settings, data, img)
 
 
-async def imagine_fields(
-    engine: Engine,
-    *,
-    control_image: Upload | None = None,
-    control_type: str | None = None,
-    control_scale: float | None = None,
-    reference_image: Upload | None = None,
-    reference_mode: str | None = None,
-    reference_scale: float | None = None,
-) -> dict:
-    """The 'generate' payload fields for /imagine's control and reference options (uploads saved)."""
-    check_options(
-        control_image=control_image is not None,
-        control_type=control_type,
-        control_scale=control_scale,
-        reference_image=reference_image is not None,
-        reference_mode=reference_mode,
-        reference_scale=reference_scale,
-    )
+async def imagine_fields(engine: Engine, g: Guides) -> dict:
+    """The 'generate' payload fields for /imagine's control and reference options (checked, uploads saved)."""
+    g.check()
     out: dict[str, Any] = {}
-    if control_image is not None:
-        kind = canonical_type("control_type", control_type or DEFAULT_CONTROL)
-        path = await save_image(engine, "control_image", control_image)
-        scale = 1.0 if control_scale is None else float(control_scale)
+    if g.control_image is not None:
+        kind = canonical_type("control_type", g.control_type or DEFAULT_CONTROL)
+        path = await save_image(engine, "control_image", g.control_image)
+        scale = 1.0 if g.control_scale is None else float(g.control_scale)
         out["controls"] = [{"type": kind, "image": path, "scale": scale}]
-    if reference_image is not None:
-        out["reference_image"] = await save_image(engine, "reference_image", reference_image)
-        out["reference_mode"] = reference_mode or REFERENCE_MODES[0]
-        if reference_scale is not None:
-            out["reference_scale"] = float(reference_scale)
+    if g.reference_image is not None:
+        out["reference_image"] = await save_image(engine, "reference_image", g.reference_image)
+        out["reference_mode"] = g.reference_mode or REFERENCE_MODES[0]
+        if g.reference_scale is not None:
+            out["reference_scale"] = float(g.reference_scale)
     return out
 
 

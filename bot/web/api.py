@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from bot.usecases import account, guided
 from bot.usecases import jobs as job_cases
 from bot.usecases.errors import UserError
-from bot.web.auth import Caller, caller
+from bot.web.auth import AppEngine, Auth, Caller
 from bot.web.errors import ApiError
 from bot.web.events import job_events
 from bot.web.views import base_url, job_links, job_view
@@ -24,7 +24,6 @@ from engine.core import Engine
 from engine.store.jobs import Job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-Auth = Annotated[Caller, Depends(caller)]
 IMAGE_FIELDS = ("image", "control_image", "reference_image")
 FORM_OVERHEAD = 1 << 20  # bytes of a multipart body beyond its files
 
@@ -121,11 +120,11 @@ async def _read_body(request: Request, engine: Engine) -> tuple[GenerationBody, 
 
 async def generation_payload(engine: Engine, who: Caller, body: GenerationBody, uploads: dict) -> dict:
     """The 'generate' payload exactly as /imagine builds it (uploads decoded and stored by guided)."""
-    extra = await guided.imagine_fields(
-        engine, control_image=uploads.get("control_image"), control_type=body.control_type,
+    extra = await guided.imagine_fields(engine, guided.Guides(
+        control_image=uploads.get("control_image"), control_type=body.control_type,
         control_scale=body.control_scale, reference_image=uploads.get("reference_image"),
         reference_mode=body.reference_mode, reference_scale=body.reference_scale,
-    )  # fmt: skip
+    ))  # fmt: skip
     image = uploads.get("image")
     init = await guided.save_image(engine, "image", image) if image is not None else None
     payload = await account.imagine_payload(
@@ -151,9 +150,8 @@ _GENERATION_DOC = {
 
 
 @router.post("/generations", status_code=202, openapi_extra=_GENERATION_DOC)
-async def create_generation(request: Request, who: Auth) -> JSONResponse:
+async def create_generation(request: Request, who: Auth, engine: AppEngine) -> JSONResponse:
     """Queue a generation (202): its job id, status URL and event stream URL."""
-    engine: Engine = request.app.state.engine
     body, uploads = await _read_body(request, engine)
     callback = check_callback(body.callback_url)
     payload = await generation_payload(engine, who, body, uploads)
@@ -170,39 +168,36 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def own_job(engine: Engine, who: Caller, job_id: int) -> Job:
-    """The caller's job; 404 for a missing one or somebody else's."""
+async def own_job(job_id: int, who: Auth, engine: AppEngine) -> Job:
+    """FastAPI dependency: the caller's job `job_id`; 404 for a missing one or somebody else's."""
     job = await engine.jobs.get(job_id)
     if job is None or job.user_id != who.user_id:
         raise ApiError(404, f"there is no job #{job_id} of yours")
     return job
 
 
+OwnJob = Annotated[Job, Depends(own_job)]
+
+
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: int, request: Request, who: Auth) -> dict:
+async def get_job(job: OwnJob, request: Request, engine: AppEngine) -> dict:
     """A job's state, queue position, progress and result."""
-    engine: Engine = request.app.state.engine
-    job = await own_job(engine, who, job_id)
-    position = await engine.jobs.position(job_id) if job.state == "queued" else None
+    position = await engine.jobs.position(job.id) if job.state == "queued" else None
     return job_view(base_url(request), job, position)
 
 
 @router.delete("/jobs/{job_id}")
-async def cancel_job(job_id: int, request: Request, who: Auth) -> dict:
+async def cancel_job(job: OwnJob, who: Auth, engine: AppEngine) -> dict:
     """Cancel a queued job now, or stop a running one at its next step."""
-    engine: Engine = request.app.state.engine
-    job = await own_job(engine, who, job_id)
     if job.final:
-        raise ApiError(409, f"job #{job_id} is already {job.state}")
-    _, outcome = await job_cases.cancel(engine, who.user_id, job_id)
-    return {"job_id": job_id, "outcome": outcome}
+        raise ApiError(409, f"job #{job.id} is already {job.state}")
+    _, outcome = await job_cases.cancel(engine, who.user_id, job.id)
+    return {"job_id": job.id, "outcome": outcome}
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
-async def job_event_stream(job_id: int, request: Request, who: Auth) -> StreamingResponse:
+async def job_event_stream(job: OwnJob, request: Request, engine: AppEngine) -> StreamingResponse:
     """Server-sent events: queued (position), progress (step %, throttled previews), then done/failed/cancelled."""
-    engine: Engine = request.app.state.engine
-    await own_job(engine, who, job_id)
-    stream = job_events(engine, request, job_id, base_url(request))
+    stream = job_events(engine, request, job.id, base_url(request))
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

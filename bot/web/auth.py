@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from bot.usecases.apikeys import key_of_token
 from bot.web.errors import ApiError
@@ -89,9 +90,14 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
+def engine_of(request: Request) -> Engine:
+    """FastAPI dependency: the app's engine."""
+    return request.app.state.engine
+
+
 async def caller(request: Request) -> Caller:
     """FastAPI dependency: the key's owner, after 401 (unknown key), 403 (revoked, guild policy), 429 checks."""
-    engine: Engine = request.app.state.engine
+    engine = engine_of(request)
     key = await key_of_token(engine.store.apikeys, bearer(request))
     if key is None:
         raise ApiError(401, "unknown API key", "unauthorized", {"WWW-Authenticate": "Bearer"})
@@ -105,3 +111,7 @@ async def caller(request: Request) -> Caller:
         limiter.touched[key.id] = now
         await engine.store.apikeys.touch(key.id)
     return Caller(key)
+
+
+Auth = Annotated[Caller, Depends(caller)]  # an endpoint parameter: who the request acts as
+AppEngine = Annotated[Engine, Depends(engine_of)]

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,8 +25,7 @@ from engine.autotag.normalize import normalize_all
 from engine.config import Settings
 from engine.images import decode_image, image_limits, to_data_uri
 from engine.runtime.llm import GenerationAborted, LlmError, NoVisionProjector, validated
-from engine.runtime.llm.abortable import Abort
-from engine.runtime.llm.types import Message, Reply
+from engine.runtime.llm.types import ChatOptions, Message, Reply
 from engine.runtime.spare import NoRoom
 from engine.store import Store
 from engine.store.history import Generation
@@ -52,14 +51,7 @@ class Busy(Protocol):
 
 
 class VisionChat(Protocol):
-    async def achat(
-        self,
-        messages: list[Message],
-        schema: dict | None = None,
-        *,
-        max_tokens: int | None = None,
-        abort: Abort | None = None,
-    ) -> Reply: ...
+    async def achat(self, messages: list[Message], schema: dict | None = None, **options: Unpack[ChatOptions]) -> Reply: ...
 
 
 class TagsOut(BaseModel):

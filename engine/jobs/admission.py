@@ -108,14 +108,14 @@ def vram_limits(arbiter: Arbiter, settings: Settings, preset: dict[str, Any], pi
     return VramLimits(str(preset["name"]), free, weights, batch, min(side, gen.max_side))
 
 
+@dataclass(eq=False)
 class Admission:
     """The submitter's GPU-time and memory checks for 'generate' jobs."""
 
-    def __init__(self, store: Store, settings: Settings, arbiter: Arbiter, default_preset: str) -> None:
-        self.store = store
-        self.settings = settings
-        self.arbiter = arbiter
-        self.default_preset = default_preset
+    store: Store
+    settings: Settings
+    arbiter: Arbiter
+    default_preset: str
 
     async def _preset(self, name: str, who: Requester, shared: dict[str, Any] | None = None) -> dict[str, Any]:
         try:

@@ -1,9 +1,10 @@
 """The 'animate' job handler: a short clip from a prompt (or an image) through a video preset, posted as MP4.
 
-Everything is resolved before the model is touched; the VideoModel renders inside arbiter.use(...) (never
-evicted while busy) off the event loop, with progress by step. The frames become outputs/<day>/<job>.mp4
+Everything is resolved before the model is touched. A clip renderer (engine/jobs/clips.py: here, or on an
+`atelier worker` with queue.backend "redis") renders the frames with progress by step and encodes them: MP4
 (H.264 when PyAV has it, the prompt and parameters in the container's metadata), re-encoded smaller when over
-the upload limit, plus a GIF when it is small; one history row records the clip with its parent, if any.
+the upload limit, plus a GIF when it is small. The handler writes outputs/<day>/<job>.mp4 (and .gif) and one
+history row records the clip with its parent, if any.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.config import Settings
+from engine.jobs.clips import Clip, ClipLimits, ClipRenderer, ClipSpec, LocalClips
 from engine.jobs.defaults import safety_policy
 from engine.jobs.payloads import parse_payload
 from engine.jobs.payloads_video import AnimatePayload
@@ -28,13 +30,12 @@ from engine.presets import ImagePreset
 from engine.runtime.arbiter import ModelTooLarge
 from engine.runtime.diffusion.errors import GenerationFailed, ImageWithheld, InvalidRequest, ModelNotAvailable
 from engine.runtime.diffusion.request import short_errors
-from engine.runtime.diffusion.safety import SPOILER_KEY
 from engine.runtime.diffusion.video import VideoRequest
 from engine.runtime.models import ModelRegistry
 from engine.store import Store
 from engine.store.jobs import Job
 from engine.store.library import UnknownEntry
-from engine.video import VideoTooLarge, encode_gif, fit_mp4, metadata_tags
+from engine.video import VideoTooLarge
 
 log = logging.getLogger("atelier.animate")
 PERMANENT = (InvalidRequest, GenerationFailed, ModelNotAvailable, ModelTooLarge, ImageWithheld)
@@ -48,29 +49,24 @@ def _write(path: Path, data: bytes) -> str:
     return str(path)
 
 
-def write_clip(
-    settings: Settings, job: Job, frames: list[Any], fps: int, prompt: str, meta: dict
-) -> list[str]:
-    """outputs/<day>/<job>.mp4 under the upload limit (VideoTooLarge if it cannot be), and a small GIF (blocking)."""
-    limit = settings.images.upload_limit_bytes
-    data, reencodes = fit_mp4(frames, fps, limit, metadata_tags(prompt, meta))
-    meta["reencodes"] = reencodes
+def write_clip(settings: Settings, job: Job, clip: Clip) -> list[str]:
+    """outputs/<day>/<job>.mp4, and <job>.gif when the clip has one (blocking)."""
     folder = output_folder(settings, job)
-    paths = [_write(folder / f"{job.id}.mp4", data)]
-    video = settings.video
-    gif = encode_gif(frames, fps, video.gif_max_side)
-    if len(gif) <= min(video.gif_max_bytes, limit):
-        paths.append(_write(folder / f"{job.id}.gif", gif))
+    paths = [_write(folder / f"{job.id}.mp4", clip.mp4)]
+    if clip.gif is not None:
+        paths.append(_write(folder / f"{job.id}.gif", clip.gif))
     return paths
 
 
 class AnimateHandler:
     """The handler for 'animate' jobs, with explicit dependencies."""
 
-    def __init__(self, store: Store, settings: Settings, models: ModelRegistry) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, models: ModelRegistry, clips: ClipRenderer | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
-        self.models = models
+        self.clips = clips or LocalClips(models)  # a RemoteRenderer with queue.backend "redis"
         self.sources = SourceImages(store.history, settings)
 
     def handlers(self) -> dict[str, Handler]:
@@ -123,32 +119,24 @@ class AnimateHandler:
             steps=p.steps or preset["steps"], cfg=p.cfg if p.cfg is not None else preset["cfg"], seed=p.seed,
             image=source, strength=p.strength or DEFAULT_STRENGTH, safety=policy,
         )  # fmt: skip
-        frames = await self._render(preset, req, ctx)
         params = {**req.params(), "kind": job.kind, "job_id": job.id, "seeds": [p.seed], "video": True}
-        params |= {"spoilers": [bool(frames[0].info.get(SPOILER_KEY))], "withheld": 0}
+        meta = {"preset": preset["name"], "model": preset["model"], "parent_id": parent_id, **params}
+        clip = await self._render(ClipSpec(preset, req, meta, ClipLimits.of(self.settings)), ctx)
+        params |= {"spoilers": [clip.spoiler], "withheld": 0, "reencodes": clip.reencodes}
         row: dict[str, Any] = {
             "user_id": job.user_id, "guild_id": job.guild_id, "channel_id": job.channel_id, "prompt": p.prompt,
             "negative": req.negative, "params": params, "seed": p.seed, "model": preset["model"],
             "preset": preset["name"], "style": "", "parent_id": parent_id,
         }  # fmt: skip
-        meta = {"preset": preset["name"], "model": preset["model"], "parent_id": parent_id, **params}
-        try:
-            row["images"] = await ctx.to_thread(
-                write_clip, self.settings, job, frames, req.fps, p.prompt, meta
-            )
-        except VideoTooLarge as e:
-            raise JobFailed(str(e)) from None
-        params["reencodes"] = meta["reencodes"]
+        row["images"] = await ctx.to_thread(write_clip, self.settings, job, clip)
         gen_id, created = await self.store.history.record_for_job(job.id, row)
         if not created and (g := await self.store.history.of_job(job.id)) is not None:
             return result_of(g.id, dataclasses.asdict(g)).model_dump()
         return result_of(gen_id, row).model_dump()
 
-    async def _render(self, preset: dict[str, Any], req: VideoRequest, ctx: JobContext) -> list[Any]:
-        """The clip's frames from the registered VideoModel, loaded (and pinned) by the arbiter."""
+    async def _render(self, spec: ClipSpec, ctx: JobContext) -> Clip:
+        """The encoded clip, made here or on a worker; a permanent failure is the job's error."""
         try:
-            model = await self.models.video_model(await self.models.image_preset(preset))
-            async with self.models.arbiter.use(model.name):
-                return await ctx.to_thread(model.render, req, ctx.progress, ctx.should_cancel)
-        except PERMANENT as e:
+            return await self.clips.clip(spec, ctx)
+        except (*PERMANENT, VideoTooLarge) as e:
             raise JobFailed(str(e)) from None

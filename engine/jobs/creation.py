@@ -23,6 +23,7 @@ class Choice:
     preset: str
     edit: bool = False
     draft: bool = False
+    images: int = 1  # an edit's source images (the source, then the payload's edit_images)
 
     def saved(self, saved: Mapping[str, object]) -> Mapping[str, object]:
         """The saved defaults that apply: an edit or a draft keeps its own preset's sampling settings."""
@@ -48,7 +49,7 @@ def choose(p: GeneratePayload, saved: Mapping[str, object], gen: Generation, def
             raise InvalidRequest(
                 "no edit model is configured (generation.edit_preset); ask for an img2img change instead"
             )
-        return Choice(name, edit=True)
+        return Choice(name, edit=True, images=1 + len(p.edit_images))
     draft = p.draft if p.draft is not None else bool(saved.get("draft"))
     if draft and p.preset is None and gen.draft_preset:
         return Choice(gen.draft_preset, draft=True)
@@ -57,8 +58,9 @@ def choose(p: GeneratePayload, saved: Mapping[str, object], gen: Generation, def
 
 
 def check_family(choice: Choice, family: str, name: str) -> None:
-    """InvalidRequest when an edit names a preset that is not an edit model, or an image job a video preset."""
-    from engine.runtime.diffusion.edit import EDIT_FAMILIES
+    """InvalidRequest when an edit names a preset that is not an edit model or gives it more images than it
+    takes, or an image job names a video preset."""
+    from engine.runtime.diffusion.edit import EDIT_FAMILIES, check_image_count
     from engine.runtime.diffusion.video import is_video_family
 
     if is_video_family(family):
@@ -67,6 +69,8 @@ def check_family(choice: Choice, family: str, name: str) -> None:
         raise InvalidRequest(
             f"preset '{name}' ({family}) cannot follow instructions; edits need one of: {', '.join(EDIT_FAMILIES)}"
         )
+    if choice.edit:
+        check_image_count(family, choice.images)
 
 
 def demo_settings(settings: Settings) -> Settings:

@@ -1,4 +1,4 @@
-"""The guided parts of a 'generate' job: ControlNet maps, an IP-Adapter reference and outpainting.
+"""The guided parts of a 'generate' job: ControlNet maps, a reference (IP-Adapter or FLUX Redux), outpainting.
 
 Resolved in the handler before any diffusion model is touched: control sources are read and preprocessed
 (preprocessors are arbiter clients), each map is saved beside the job's images so the user can see what
@@ -21,7 +21,7 @@ from engine.jobs.runner import JobContext, JobFailed
 from engine.jobs.sources import SourceImages
 from engine.runtime.control.models import ControlRegistry
 from engine.runtime.diffusion.errors import InvalidRequest, ModelNotAvailable
-from engine.runtime.diffusion.guidance import ControlSpec, ReferenceSpec
+from engine.runtime.diffusion.guidance import ControlSpec, ReferenceSpec, reference_via
 from engine.runtime.diffusion.request import short_errors
 from engine.store.jobs import Job
 
@@ -78,7 +78,7 @@ class Guidance:
             adapter = self.control.adapter(preset)
             spec = ReferenceSpec(
                 image=image.convert("RGB"), scale=scale, mode=p.reference_mode, adapter=adapter, others=others,
-                weights=list(p.reference_weights or []),
+                weights=list(p.reference_weights or []), via=reference_via(preset["family"]),
             )  # fmt: skip
         except InvalidRequest as e:
             raise JobFailed(str(e)) from None

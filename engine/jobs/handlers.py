@@ -8,6 +8,7 @@ row per job: a retried job finds its row through `generation_jobs` and returns t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -40,6 +41,7 @@ from engine.runtime.diffusion.safety import is_spoiler
 from engine.runtime.models import ModelRegistry
 from engine.runtime.render import Renderer
 from engine.store import Store
+from engine.store.history import Generation
 from engine.store.jobs import Job
 from engine.store.library import LibraryEntry, UnknownEntry
 
@@ -128,6 +130,15 @@ class GenerationHandlers:
                 return (await self.store.library.get(text, "negative", job.guild_id)).content
         return text
 
+    async def _from_parent(
+        self, job: Job, ctx: JobContext, generation_id: int, index: int
+    ) -> tuple[str, Generation, Image.Image, dict[str, Any]]:
+        """The safety policy, the parent generation, its image `index` and its validated preset."""
+        policy = await self._policy(job)
+        g = await self.sources.parent(generation_id, job)
+        image = await self.sources.parent_image(g, index, ctx)
+        return policy, g, image, await self._preset(g.preset, job)
+
     async def _loras(self, loras: list) -> list[tuple[str, float]]:
         try:
             return [(await self.models.lora_ref(str(ref)), float(scale)) for ref, scale in loras]
@@ -176,6 +187,8 @@ class GenerationHandlers:
             fields["init_image"] = source
             if p.mask is not None:
                 fields["mask_image"] = await self.sources.read(self.sources.upload(p.mask), ctx, "the mask")
+            if p.edit_images:  # an edit's other sources, in order after the first
+                fields["edit_images"] = await self.sources.uploads(p.edit_images, ctx, first=2)
         sized = p.aspect is not None or p.width is not None or p.height is not None
         # an edit keeps its source's shape unless the request itself sizes it
         aspect = p.aspect if sized or source is not None else saved.get("aspect")
@@ -205,10 +218,7 @@ class GenerationHandlers:
         if (done := await self._recorded(job)) is not None:
             return done
         p = parse_payload(VariationPayload, job.payload, "variation")
-        policy = await self._policy(job)
-        g = await self.sources.parent(p.generation_id, job)
-        image = await self.sources.parent_image(g, p.index, ctx)
-        preset = await self._preset(g.preset, job)
+        policy, g, image, preset = await self._from_parent(job, ctx, p.generation_id, p.index)
         gp = g.params
         w, h = fit_size(image.size, image.width * image.height)
         fields: dict[str, Any] = {k: gp[k] for k in ("steps", "cfg", "scheduler") if k in gp}
@@ -231,16 +241,12 @@ class GenerationHandlers:
         if (done := await self._recorded(job)) is not None:
             return done
         p = parse_payload(UpscalePayload, job.payload, "upscale")
-        policy = await self._policy(job)
-        g = await self.sources.parent(p.generation_id, job)
-        image = await self.sources.parent_image(g, p.index, ctx)
-        preset = await self._preset(g.preset, job)
-        gp = g.params
-        seeds = gp.get("seeds") or [g.seed]
+        policy, g, image, preset = await self._from_parent(job, ctx, p.generation_id, p.index)
+        seeds = g.params.get("seeds") or [g.seed]
         seed = p.seed if p.seed is not None else (seeds[p.index] if p.index < len(seeds) else g.seed)
-        kw = {k: gp.get(k) for k in ("cfg", "scheduler")}
+        kw = {k: g.params.get(k) for k in ("cfg", "scheduler")}
         # the hires pass denoises steps × strength steps: keep at least one unless steps were given
-        least = max(int(gp.get("steps") or preset["steps"]), math.ceil(1 / p.strength))
+        least = max(int(g.params.get("steps") or preset["steps"]), math.ceil(1 / p.strength))
         kw["steps"] = p.steps if p.steps is not None else least
         kw |= {"negative": g.negative, "strength": p.strength, "safety": policy}
         try:  # here or on an `atelier worker` (queue.backend)
@@ -286,9 +292,9 @@ class GenerationHandlers:
         if plan.post is not None:
             post = plan.post
             images = await ctx.to_thread(lambda: [post(im) for im in images])
-        await record_rate(self.store, self.models.arbiter.device, plan.preset["name"], req.steps,
-                          req.width * req.height, req.batch, time.monotonic() - started)  # fmt: skip
-        scores = await self._scores(plan, images, ctx)
+        rate = record_rate(self.store, self.models.arbiter.device, plan.preset["name"], req.steps,
+                           req.width * req.height, req.batch, time.monotonic() - started)  # fmt: skip
+        _, scores = await asyncio.gather(rate, self._scores(plan, images, ctx))  # the store write while CLIP runs
         if scores is not None and plan.extra.get("best_of"):  # the best first; the others follow
             order = best_first(scores)
             images, scores = [images[i] for i in order], [scores[i] for i in order]

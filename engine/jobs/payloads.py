@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.config import Generation
 from engine.jobs.payloads_video import AnimatePayload
 from engine.jobs.runner import JobFailed
-from engine.runtime.control import MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES, control_type
+from engine.runtime.control import MAX_CONTROLS, OUTPAINT_DIRECTIONS, REFERENCE_MODES
 from engine.runtime.diffusion.errors import InvalidRequest
-from engine.runtime.diffusion.guidance import ControlType
+from engine.runtime.diffusion.guidance import ControlName, check_range
 from engine.runtime.diffusion.request import (
     ASPECTS,
     MAX_SEED,
@@ -26,6 +26,7 @@ Index = Annotated[int, Field(ge=0)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Strength = Annotated[float, Field(gt=0, le=1)]
 Count = Annotated[int, Field(ge=1, le=4)]
+MAX_EDIT_SOURCES = 4  # the most source images any edit family takes (klein; the family's own limit is checked too)
 P = TypeVar("P", bound=BaseModel)
 
 
@@ -33,7 +34,7 @@ class ControlPayload(BaseModel):
     """One ControlNet of a 'generate' job: a control source image (upload or generation) and its weighting."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    type: ControlType
+    type: ControlName
     image: str | None = None  # a file under the data directory
     source_generation_id: int | None = None
     source_index: Index = 0
@@ -42,17 +43,11 @@ class ControlPayload(BaseModel):
     end: Annotated[float, Field(ge=0, le=1)] = 1.0
     preprocess: bool = True  # False: the image already is a control map (e.g. a pose skeleton)
 
-    @field_validator("type", mode="before")
-    @classmethod
-    def _type(cls, v: Any) -> Any:
-        return control_type(v) if isinstance(v, str) else v
-
     @model_validator(mode="after")
     def _consistent(self) -> ControlPayload:
         if (self.image is None) == (self.source_generation_id is None):
             raise ValueError(f"control {self.type} needs exactly one of image or source_generation_id")
-        if self.start >= self.end:
-            raise ValueError(f"control {self.type}: start {self.start} must be below end {self.end}")
+        check_range(self.type, self.start, self.end)
         return self
 
 
@@ -105,6 +100,8 @@ class GeneratePayload(BaseModel):
     reference_weights: list[Annotated[float, Field(ge=0, le=2)]] | None = None  # one per reference image
     outpaint: OutpaintPayload | None = None
     edit: bool = False  # the prompt is an instruction that edits the source (generation.edit_preset)
+    # an edit's other source images (uploads), in order after the source: "put this logo on the mug"
+    edit_images: Annotated[list[str], Field(max_length=MAX_EDIT_SOURCES - 1)] = []
     draft: bool | None = None  # a fast draft with generation.draft_preset; None = the user's saved setting
     best_of: Count | None = None  # draw this many and order them by CLIP score, the best first
     seed_fixed: bool = False  # set by JobSubmitter: the requester gave the seed (only then the cache may answer)
@@ -134,6 +131,8 @@ class GeneratePayload(BaseModel):
             raise ValueError("give aspect or width/height, not both")
         if self.edit:
             check_edit_payload(self)
+        elif self.edit_images:
+            raise ValueError("edit_images are the other source images of an edit; set edit too")
         return self
 
 
@@ -145,6 +144,8 @@ def check_edit_payload(p: GeneratePayload) -> None:
         raise ValueError("an edit takes no outpaint, control or reference image")
     if p.draft:
         raise ValueError("an edit cannot be a draft")
+    if p.mask is not None and p.edit_images:
+        raise ValueError("a masked edit takes one source image; leave the mask out to edit from several")
 
 
 class VariationPayload(BaseModel):

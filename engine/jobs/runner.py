@@ -131,9 +131,7 @@ class JobRunner:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.lease_s = self.settings.queue.lease_s
         self.concurrency = concurrency
-        self.poll_s = poll_s
-        self.cancel_poll_s = cancel_poll_s
-        self.progress_interval_s = progress_interval_s
+        self.poll_s, self.cancel_poll_s, self.progress_interval_s = poll_s, cancel_poll_s, progress_interval_s
         self.permanent_errors = permanent_errors
         self.shutdown_grace_s = shutdown_grace_s
         self.active: dict[int, JobContext] = {}

@@ -39,6 +39,10 @@ class SourceImages:
         except BadImage as e:
             raise JobFailed(f"{what}: {e}") from None
 
+    async def uploads(self, paths: list[str], ctx: JobContext, first: int) -> list[Image.Image]:
+        """Uploaded images in order; errors name each as "source image N", N counting from `first`."""
+        return [await self.read(self.upload(p), ctx, f"source image {i}") for i, p in enumerate(paths, first)]
+
     async def parent_image(self, g: Generation, index: int, ctx: JobContext) -> Image.Image:
         """Image `index` of a generation."""
         if index >= len(g.images):

@@ -4,7 +4,7 @@
 - client.py: RemoteQueue, the bot side (enqueue, re-attach, progress, cancel, dead letters).
 - worker.py: QueueWorker, the `atelier worker` process (arq consumer, own arbiter and models).
 - registry.py: worker heartbeats, the /queue listing and reaping of dead workers.
-- render.py: RemoteRenderer (the local one is engine.runtime.render.LocalRenderer).
+- render.py: RemoteRenderer (the local ones: engine.runtime.render.LocalRenderer, engine.jobs.clips.LocalClips).
 """
 
 from engine.remote.client import RemoteQueue, release_orphans

@@ -21,6 +21,7 @@ from typing import Any
 
 from arq.constants import abort_jobs_ss
 from arq.utils import timestamp_ms
+from arq.worker import JobExecutionFailed
 
 from engine.config import Settings
 from engine.remote.protocol import (
@@ -255,6 +256,8 @@ class RemoteQueue:
                 limit = self.settings.queue.job_timeout_s
                 await self._dead_letter(job, info.job_try, f"timed out after {limit:.0f} s")
                 raise RemoteJobFailed(f"the worker gave up: the job took longer than {limit:.0f} s")
+            if isinstance(exc, JobExecutionFailed) and text.endswith("not found"):  # an older worker
+                raise RemoteJobFailed(f"a worker without this job's op took it ({text}): upgrade every worker")
             raise RemoteCrash(f"the worker failed: {type(exc).__name__}: {exc}")
         result = info.result
         if not isinstance(result, dict):

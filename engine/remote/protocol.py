@@ -1,16 +1,19 @@
 """What travels through Redis between the bot and workers: key names, requests, images and errors.
 
-Results travel as PNG bytes inside arq's result (Redis), so workers need no shared filesystem; the bot
-writes them to its own outputs directory. Errors travel as {"type", "message", ...} and are re-raised on the
-bot as the same engine exception, so a SafetyBlocked on a worker is a SafetyBlocked to the handler.
+Results travel as PNG bytes (a clip: MP4 and GIF bytes) inside arq's result (Redis), so workers need no
+shared filesystem; the bot writes them to its own outputs directory. Errors travel as {"type", "message", ...}
+and are re-raised on the bot as the same engine exception, so a SafetyBlocked on a worker is a SafetyBlocked
+to the handler.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 from typing import Any
 
+from engine.jobs.clips import ClipLimits, ClipSpec
 from engine.jobs.runner import JobFailed
 from engine.runtime.diffusion.errors import (
     BlankImage,
@@ -21,6 +24,8 @@ from engine.runtime.diffusion.errors import (
     ModelNotAvailable,
     SafetyBlocked,
 )
+from engine.runtime.diffusion.video import VideoRequest
+from engine.video import VideoTooLarge
 
 QUEUE = "atelier:queue"  # the arq queue (a sorted set)
 WORKERS = "atelier:workers"  # set of worker ids ever registered and not yet reaped
@@ -30,7 +35,7 @@ DEAD = "atelier:dead"  # list: dead-lettered jobs (JSON), newest first
 ROUTED = "atelier:routed"  # set: ids of workers that have (or had) jobs routed to their own queue
 ARQ_IN_PROGRESS = "arq:in-progress:"  # arq's own key prefix (arq.constants.in_progress_key_prefix)
 _ERRORS: dict[str, type[Exception]] = {
-    c.__name__: c for c in (Cancelled, GenerationFailed, InvalidRequest, ModelNotAvailable)
+    c.__name__: c for c in (Cancelled, GenerationFailed, InvalidRequest, ModelNotAvailable, VideoTooLarge)
 }
 _WITHHELD: dict[str, type[ImageWithheld]] = {
     c.__name__: c for c in (ImageWithheld, SafetyBlocked, BlankImage)
@@ -164,6 +169,24 @@ def decode_request(data: dict[str, Any]) -> Any:
         return GenerationRequest(**fields)
     except ValidationError as e:
         raise InvalidRequest(f"a worker got a bad request: {e.error_count()} problem(s): {e}") from None
+
+
+def encode_clip_spec(spec: ClipSpec) -> dict[str, Any]:
+    """An engine.jobs.clips.ClipSpec as plain data (the image to animate as PNG bytes)."""
+    req = {f.name: getattr(spec.req, f.name) for f in dataclasses.fields(spec.req) if f.name != "image"}
+    req["image"] = None if spec.req.image is None else png(spec.req.image)
+    return {"preset": spec.preset, "request": req, "meta": spec.meta, "limits": dataclasses.asdict(spec.limits)}
+
+
+def decode_clip_spec(data: dict[str, Any]) -> ClipSpec:
+    """The inverse of encode_clip_spec (InvalidRequest on bad data)."""
+    fields = dict(data["request"])
+    if fields.get("image") is not None:
+        fields["image"] = from_png(fields["image"])
+    try:
+        return ClipSpec(data["preset"], VideoRequest(**fields), dict(data["meta"]), ClipLimits(**data["limits"]))
+    except TypeError as e:
+        raise InvalidRequest(f"a worker got a bad clip request: {e}") from None
 
 
 # ----- errors -----

@@ -1,15 +1,16 @@
 """Where a job's model work runs: here (LocalRenderer: batcher + arbiter) or on a worker (RemoteRenderer).
 
-Handlers (engine/generate.py) resolve everything against the bot's store, then call
-`renderer.generate(preset, req, ctx)` / `renderer.upscale(...)`, and record the result themselves, so the
-history row is written once, by the bot, whichever backend ran the pixels.
+Handlers (engine/jobs/handlers.py, engine/jobs/animate.py) resolve everything against the bot's store, then
+call `renderer.generate(preset, req, ctx)` / `renderer.upscale(...)` / `renderer.clip(spec, ctx)`, and record
+the result themselves, so the history row is written once, by the bot, whichever backend ran the pixels.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.remote.protocol import decode_images, encode_request, png
+from engine.jobs.clips import Clip, ClipSpec
+from engine.remote.protocol import decode_images, encode_clip_spec, encode_request, png
 
 
 class RemoteRenderer:
@@ -34,6 +35,11 @@ class RemoteRenderer:
         }  # fmt: skip
         out = await self.remote.call(ctx, "upscale", payload)
         return decode_images(out["images"])[0]
+
+    async def clip(self, spec: ClipSpec, ctx: Any) -> Clip:
+        """A clip rendered and encoded (under spec.limits, re-encoded there) on some worker."""
+        out = await self.remote.call(ctx, "animate", encode_clip_spec(spec))
+        return Clip(out["mp4"], out["gif"], int(out["reencodes"]), bool(out["spoiler"]))
 
     async def close(self) -> None:
         """The RemoteQueue is closed by its owner."""

@@ -1,7 +1,8 @@
 """`atelier worker`: an arq worker with its own arbiter and models that runs the bot's GPU work.
 
 Ops (arq function names): "render" (a GenerationRequest, batched across users by engine.runtime.batching),
-"upscale", and with diagnostics on, "noop" (sleep or spin the CPU per step; used by tests and bench.queue).
+"upscale", "animate" (a clip, returned as MP4/GIF bytes), and with diagnostics on, "noop" (sleep or spin the
+CPU per step; used by tests and bench.queue).
 Every op returns a dict; engine errors come back as {"error": ...} (see protocol.py), never as arq failures,
 so arq's own failures mean "the worker died or timed out" and are retried up to queue.max_attempts times.
 A worker runs on one device (`device`, e.g. cuda:1) with its own arbiter and budget, and reads two queues:
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine.config import Settings
+from engine.jobs.clips import LocalClips
 from engine.remote.consumers import make_consumers, run_consumers
 from engine.remote.opcontext import OpContext
 from engine.remote.placement import for_device, parse_device, pin, warm
@@ -28,6 +31,7 @@ from engine.remote.protocol import (
     DONE,
     PROGRESS,
     QUEUE,
+    decode_clip_spec,
     decode_images,
     decode_request,
     encode_error,
@@ -73,7 +77,7 @@ class QueueWorker:
         self.demo = demo
         self.poll_s = poll_s
         self.metrics_port = metrics_port
-        self.ops: dict[str, Op] = {"render": self.op_render, "upscale": self.op_upscale}
+        self.ops: dict[str, Op] = {"render": self.op_render, "upscale": self.op_upscale, "animate": self.op_animate}
         if diagnostics:
             self.ops["noop"] = self.op_noop
         self.redis: Any = None
@@ -82,6 +86,7 @@ class QueueWorker:
         self.models: Any = None
         self.batcher: Any = None
         self.renderer: LocalRenderer | None = None
+        self.clips: LocalClips | None = None
         self.metrics: Any = None
         self.metrics_server: Any = None
         self.running: dict[str, float] = {}
@@ -127,6 +132,7 @@ class QueueWorker:
             on_group=self.metrics.batch,
         )
         self.renderer = LocalRenderer(self.models, self.arbiter, self.batcher)  # the bot's own render path
+        self.clips = LocalClips(self.models)  # and its own video path
         if self.settings.metrics.enabled:
             port = self.settings.metrics.port if self.metrics_port is None else self.metrics_port
             self.metrics_server = MetricsServer(self.metrics, self.settings.metrics.host, port, self.health)
@@ -257,6 +263,10 @@ class QueueWorker:
         args = (payload["preset"], image, payload["factor"], payload["prompt"], payload["seed"], payload.get("kw", {}))
         big = await self.renderer.upscale(*args, oc, upscaler=bool(payload.get("upscaler")))
         return {"images": encode_images([big])}
+
+    async def op_animate(self, oc: OpContext, payload: dict) -> dict:
+        """payload encode_clip_spec(spec) -> {"mp4", "gif", "reencodes", "spoiler"}, encoded under its limits."""
+        return dataclasses.asdict(await self.clips.clip(decode_clip_spec(payload), oc))
 
     async def op_noop(self, oc: OpContext, payload: dict) -> dict:
         """Diagnostics: `steps` steps of `step_s` seconds (sleeping, or burning CPU time if `spin`)."""

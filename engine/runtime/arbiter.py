@@ -57,10 +57,16 @@ class _Slot:
     measured: int | None = None
     load_s: float | None = None
     loads: int = 0
+    _est: tuple[int, int] | None = None  # (loads, bytes): a loaded model's estimate, read once per load
 
     @property
     def estimate(self) -> int:
-        return int(self.model.estimate_bytes())
+        """The model's estimate; while it is loaded, the one read for this load (it reads weight files)."""
+        if self.state == "loaded" and self._est is not None and self._est[0] == self.loads:
+            return self._est[1]
+        est = int(self.model.estimate_bytes())
+        self._est = (self.loads, est) if self.state == "loaded" else None
+        return est
 
     @property
     def planned(self) -> int:

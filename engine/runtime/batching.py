@@ -168,13 +168,9 @@ class DiffusionBatcher:
     """Runs DiffusionModel requests through a Batcher: groups of one use generate(), larger groups one call."""
 
     def __init__(
-        self,
-        arbiter: Any,
-        max_batch: int,
-        window_s: float,
-        others: Others | None = None,
+        self, arbiter: Any, max_batch: int, window_s: float, others: Others | None = None,
         on_group: Callable[[int, int], None] | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.arbiter = arbiter
         self.batcher = Batcher(self._run_group, max_batch, window_s, others, on_group)
 

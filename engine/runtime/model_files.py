@@ -229,6 +229,8 @@ def image_sources(preset: dict, settings: Settings) -> list[Source]:
     if preset.get("motion_adapter"):  # a video preset's AnimateDiff motion module
         out.append(_image_ref("motion adapter", str(preset["motion_adapter"]), settings, who,
                               list(ADAPTER_PATTERNS), "config.json"))  # fmt: skip
+    if preset.get("redux"):  # a FLUX preset's Redux prior (reference images, /blend)
+        out.append(_image_ref("Redux prior", str(preset["redux"]), settings, who, PIPELINE_PATTERNS, "model_index.json"))
     for lora in preset.get("loras") or []:
         out.append(_image_ref("LoRA", str(lora["path"]), settings, who, LORA_PATTERNS, None))
     return out

@@ -31,8 +31,14 @@ DEMO_REFS = {
     "demo:tiny-ip-adapter-sd15": "ip-adapter-sd15",
     "demo:tiny-ip-adapter-sdxl": "ip-adapter-sdxl",
     "demo:tiny-kontext": "kontext",
+    "demo:tiny-klein": "klein",
+    "demo:tiny-qwen-edit": "qwen-edit",
+    "demo:tiny-qwen-edit-plus": "qwen-edit-plus",
     "demo:tiny-motion-adapter": "motion-adapter",
+    "demo:tiny-flux": "flux",
+    "demo:tiny-redux": "redux",
 }
+EDIT_DEMO_KEYS = ("kontext", "klein", "qwen-edit", "qwen-edit-plus")  # testmodels_edit.EDIT_DEMO_BUILDERS
 DEMO_IMAGE_PRESET = "demo"
 DEMO_LLM_PRESET = "smollm2-135m"
 DEMO_VISION_PRESET = "smollm2-135m-vision"
@@ -113,11 +119,17 @@ class DemoModels:
 
             async with self._lock:
                 return str(await asyncio.to_thread(ensure_tiny_motion_adapter, self.root / "tiny-motion-adapter"))
-        if key == "kontext":
-            from engine.runtime.diffusion.testmodels_edit import ensure_tiny_kontext
+        if key in ("flux", "redux"):
+            from engine.runtime.diffusion.testmodels_redux import ensure_tiny_flux, ensure_tiny_redux
+
+            build = ensure_tiny_flux if key == "flux" else ensure_tiny_redux
+            async with self._lock:
+                return str(await asyncio.to_thread(build, self.root / f"tiny-{key}"))
+        if key in EDIT_DEMO_KEYS:
+            from engine.runtime.diffusion.testmodels_edit import ensure_edit_demo_model
 
             async with self._lock:
-                return str(await asyncio.to_thread(ensure_tiny_kontext, self.root / "tiny-kontext"))
+                return str(await asyncio.to_thread(ensure_edit_demo_model, key, self.root))
         return str((await self.paths())[key])
 
 
@@ -164,8 +176,9 @@ class ModelRegistry:
             out["safety_checker"] = await self._ref(str(out["safety_checker"]), who)
         elif str(preset["model"]).startswith(DEMO_PREFIX):
             out["safety_checker"] = await self.demo.resolve("demo:tiny-safety", who)
-        if out.get("motion_adapter"):
-            out["motion_adapter"] = await self._ref(str(out["motion_adapter"]), who)
+        for part in ("motion_adapter", "redux"):
+            if out.get(part):
+                out[part] = await self._ref(str(out[part]), who)
         return out
 
     async def _register(self, base: str, identity: dict[str, Any], make: Any) -> Managed:

@@ -39,12 +39,8 @@ class ClipScorer:
     kind = "scorer"
 
     def __init__(self, name: str, ref: str, models_dir: Path | None = None) -> None:
-        self.name = name
-        self.ref = ref
-        self.models_dir = models_dir
-        self._model = None
-        self._tokenizer = None
-        self._processor = None
+        self.name, self.ref, self.models_dir = name, ref, models_dir
+        self._model = self._tokenizer = self._processor = None
         self._device = "cpu"
 
     def path(self) -> Path:

@@ -15,7 +15,7 @@ SHOWN_CHARS = 12  # of the token, kept in clear so a user can tell keys apart
 
 
 def token_hash(token: str) -> str:
-    """The stored form of a token: hex sha256."""
+    """The stored form of a token (API keys here; web logins, sessions and share links too): hex sha256."""
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
@@ -45,14 +45,6 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
-class NewKey:
-    """A freshly created key: the only time the token itself exists outside the caller."""
-
-    key: ApiKey
-    token: str
-
-
-@dataclass(frozen=True)
 class Delivery:
     """One webhook delivery attempt."""
 
@@ -63,6 +55,20 @@ class Delivery:
     error: str | None
     ok: bool
     created_at: float
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A freshly created key: the only time the token itself exists outside the caller."""
+
+    key: ApiKey
+    token: str
+
+
+def _url_and_key(row: sqlite3.Row) -> tuple[str, ApiKey]:
+    """(url, key) of a webhook row joined with its key's columns."""
+    d = dict(row)
+    return d.pop("url"), ApiKey.from_row(d)
 
 
 class ApiKeys:
@@ -133,10 +139,7 @@ class ApiKeys:
             " WHERE w.job_id = ? AND w.delivered_at IS NULL",
             (job_id,),
         )
-        if row is None:
-            return None
-        d = dict(row)
-        return d.pop("url"), ApiKey.from_row(d)
+        return _url_and_key(row) if row is not None else None
 
     async def undelivered(self, limit: int = 100) -> list[int]:
         """Job ids whose webhook is not settled yet (oldest first)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from engine.store.db import Database
+from engine.store.db import Database, fetch_first
 from engine.store.history import Generation
 
 
@@ -71,10 +71,9 @@ class Costs:
     async def observe(self, preset: str, device: str, rate: float, weight: float = 0.3) -> float:
         """Fold one measured rate in (first = as is, then an exponential average); the new rate."""
         async with self.db.write() as conn:
-            cur = await conn.execute(
-                "SELECT rate, samples FROM preset_rates WHERE preset = ? AND device = ?", (preset, device)
+            row = await fetch_first(
+                conn, "SELECT rate, samples FROM preset_rates WHERE preset = ? AND device = ?", (preset, device)
             )
-            row = await cur.fetchone()
             new = rate if row is None else (1 - weight) * float(row[0]) + weight * rate
             await conn.execute(
                 "INSERT INTO preset_rates (preset, device, rate, samples, updated_at) VALUES (?, ?, ?, 1, ?)"

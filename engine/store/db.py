@@ -69,6 +69,12 @@ def _pragmas(busy_ms: int) -> tuple[str, ...]:
     )
 
 
+async def fetch_first(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+    """The first row of a query on `conn` (e.g. inside a write transaction), in one trip to its thread."""
+    rows = list(await conn.execute_fetchall(sql, tuple(params)))
+    return rows[0] if rows else None
+
+
 class Database:
     """Async access: `write()` transactions are BEGIN IMMEDIATE and serialized; reads use a second connection."""
 
@@ -142,10 +148,9 @@ class Database:
             return cur.lastrowid if sql.lstrip().upper().startswith("INSERT") else cur.rowcount
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        """Read rows through the reader connection."""
+        """Read rows through the reader connection (one trip to its thread: execute and fetch together)."""
         async with self._rlock:
-            cur = await self.reader.execute(sql, tuple(params))
-            return list(await cur.fetchall())
+            return list(await self.reader.execute_fetchall(sql, tuple(params)))
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.store.db import Database, TooBroad
+from engine.store.db import Database, TooBroad, fetch_first
 
 # bm25 weights per FTS column: prompt, negative, preset, style (prompt counts most).
 BM25 = "bm25(generations_fts, 10.0, 1.0, 2.0, 3.0)"
@@ -166,8 +166,7 @@ class History:
     async def record_for_job(self, job_id: int, row: dict[str, Any]) -> tuple[int, bool]:
         """Insert a job's history row unless the job has one: (generation_id, created), in one transaction."""
         async with self.db.write() as conn:
-            cur = await conn.execute("SELECT generation_id FROM generation_jobs WHERE job_id = ?", (job_id,))
-            found = await cur.fetchone()
+            found = await fetch_first(conn, "SELECT generation_id FROM generation_jobs WHERE job_id = ?", (job_id,))
             if found is not None:
                 return int(found[0]), False
             cur = await conn.execute(

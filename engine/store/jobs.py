@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.config import Queue
-from engine.store.db import Database
+from engine.store.db import Database, fetch_first
 
 DAY_S = 24 * 3600.0
 FINAL = ("done", "failed", "cancelled")
@@ -213,12 +213,12 @@ class JobStore:
 
     async def _check_quota(self, conn: Any, user_id: int, now: float) -> None:
         quota = self.settings.daily_quota
-        cur = await conn.execute(
+        used, oldest = await fetch_first(
+            conn,
             "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE user_id = ? AND created_at > ?"
             " AND NOT (state = 'cancelled' AND started_at IS NULL)",
             (user_id, now - DAY_S),
         )
-        used, oldest = await cur.fetchone()
         if used >= quota:
             wait_min = max(1, round((oldest + DAY_S - now) / 60))
             raise QuotaExceeded(
@@ -233,7 +233,7 @@ class JobStore:
         now = self.clock()
         async with self.db.write() as conn:
             params = (self.settings.max_per_user, *(kinds or ()))
-            row = await (await conn.execute(_claim_sql(kinds), params)).fetchone()
+            row = await fetch_first(conn, _claim_sql(kinds), params)
             if row is None:
                 return None
             # started_at doubles as the fairness clock, so it must strictly increase across claims
@@ -243,8 +243,7 @@ class JobStore:
                 " FROM jobs), 0) + 0.0001) WHERE id = ?",
                 (worker_id, now + lease, now, row[0]),
             )
-            cur = await conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (row[0],))
-            return Job.from_row(await cur.fetchone())
+            return Job.from_row(await fetch_first(conn, f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (row[0],)))
 
     async def heartbeat(self, job_id: int, worker_id: str, lease_s: float | None = None) -> bool:
         """Extend the lease; False if this worker no longer owns the running job."""

@@ -51,6 +51,14 @@ def _entry(row: Any) -> LibraryEntry:
     return LibraryEntry(**d)
 
 
+def _key(name: str, what: str) -> str:
+    """A label or preset name as stored (stripped, lower case); ValueError unless 1-64 characters."""
+    key = name.strip().lower()
+    if not key or len(key) > 64:
+        raise ValueError(f"{what} must be 1-64 characters")
+    return key
+
+
 class Library:
     """Library entries: global ones (guild_id 0) plus each guild's own, the guild's winning on a clash."""
 
@@ -58,23 +66,13 @@ class Library:
         self.db = db
 
     async def add(
-        self,
-        label: str,
-        category: Category,
-        content: str,
-        *,
-        negative: str = "",
-        description: str = "",
-        guild_id: int = 0,
-        author_id: int = 0,
-        shipped: bool = False,
-    ) -> int:
+        self, label: str, category: Category, content: str, *, negative: str = "", description: str = "",
+        guild_id: int = 0, author_id: int = 0, shipped: bool = False,
+    ) -> int:  # fmt: skip
         """Create or replace an entry in a guild (0 = global)."""
         if category not in CATEGORIES:
             raise ValueError(f"category must be one of {', '.join(CATEGORIES)}")
-        label = label.strip().lower()
-        if not label or len(label) > 64:
-            raise ValueError("label must be 1-64 characters")
+        label = _key(label, "label")
         return await self.db.execute(
             "INSERT INTO prompt_library (label, category, content, negative, description, guild_id, author_id,"
             " shipped, created_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (guild_id, category, label) DO UPDATE"
@@ -138,9 +136,7 @@ class Presets:
         guild_id: int = 0,
         shipped: bool = False,
     ) -> int:
-        name = name.strip().lower()
-        if not name or len(name) > 64:
-            raise ValueError("preset name must be 1-64 characters")
+        name = _key(name, "preset name")
         return await self.db.execute(
             "INSERT INTO presets (name, kind, user_id, guild_id, data, shipped, created_at)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT (kind, guild_id, user_id, name)"

@@ -18,6 +18,7 @@ class TurnRecord:
 
     user_id: int
     request: str
+    id: int | None = None
     guild_id: int = 0
     channel_id: int = 0
     route: str = ""
@@ -28,7 +29,6 @@ class TurnRecord:
     ms: float = 0.0
     prompt_tokens: int = 0
     job_ids: tuple[int, ...] = ()
-    id: int | None = None
     created_at: float = 0.0
 
 

@@ -6,7 +6,6 @@ so a copy of the database signs nobody in and opens no share link.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
@@ -14,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.store.apikeys import token_hash
 from engine.store.db import Database, TooBroad
 from engine.store.history import Generation, Scope, SearchTooBroad, fts_query
 
@@ -27,11 +27,6 @@ GEN_COLUMNS = (
 def new_token() -> str:
     """A fresh URL-safe random token."""
     return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def token_hash(token: str) -> str:
-    """What the store keeps of a token: its sha256 (hex)."""
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import replies
+from bot.discord.cogs import BotCog
 from bot.usecases import apikeys
 
 
-class ApiKey(commands.GroupCog, group_name="apikey", group_description="keys for the Atelier web API"):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class ApiKey(BotCog, commands.GroupCog, group_name="apikey", group_description="keys for the Atelier web API"):
     @property
     def keys(self) -> Any:
         return self.bot.services.store.apikeys

@@ -1,23 +1,18 @@
-"""/blend: two to five images mixed into one (IP-Adapter, a weight per image); the poster owns the message."""
+"""/blend: two to five images mixed into one (IP-Adapter or FLUX Redux, a weight per image); the poster owns the message."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import complete, replies
-from bot.discord.target import Target
+from bot.discord.cogs import BotCog
+from bot.discord.items import submit_tracked
+from bot.discord.options import Aspect, Preset, Prompt, Seed
 from bot.usecases import blend
-from engine.runtime.diffusion.request import ASPECTS, MAX_SEED, PROMPT_MAX_CHARS
 
 
-class Blend(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Blend(BotCog):
     @app_commands.command(name="blend", description="Blend 2-5 images into one")
     @app_commands.describe(
         image1="first image", image2="second image", image3="third image (optional)",
@@ -26,8 +21,6 @@ class Blend(commands.Cog):
         prompt="optional words to steer the blend", preset="model preset (sd15 or sdxl family)",
         aspect="image shape", seed="seed for reproducible results",
     )  # fmt: skip
-    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
-    @app_commands.autocomplete(preset=complete.presets)
     async def blend(
         self,
         interaction: discord.Interaction,
@@ -37,10 +30,10 @@ class Blend(commands.Cog):
         image4: discord.Attachment | None = None,
         image5: discord.Attachment | None = None,
         weights: app_commands.Range[str, 1, 60] | None = None,
-        prompt: app_commands.Range[str, 1, PROMPT_MAX_CHARS] | None = None,
-        preset: app_commands.Range[str, 1, 64] | None = None,
-        aspect: str | None = None,
-        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        prompt: Prompt | None = None,
+        preset: Preset | None = None,
+        aspect: Aspect | None = None,
+        seed: Seed | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)
         engine = self.bot.services
@@ -53,12 +46,7 @@ class Blend(commands.Cog):
             engine, paths, user_id=uid, guild_id=gid, weights=weights, prompt=prompt, preset=preset,
             aspect=aspect, seed=seed,
         )  # fmt: skip
-        job_id = await engine.submit(
-            "generate", payload, user_id=uid, guild_id=gid, channel_id=interaction.channel_id or 0,
-            roles=replies.role_ids(interaction.user), reply_to={"interaction_id": interaction.id},
-        )  # fmt: skip
-        label = f"Blend of {len(paths)} images"
-        await self.bot.poster.track(job_id, Target(uid, interaction.channel, interaction=interaction, label=label))
+        await submit_tracked(interaction, "generate", payload, label=f"Blend of {len(paths)} images")
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -6,12 +6,10 @@ import discord
 from discord.ext import commands
 
 from bot.discord import conversation
+from bot.discord.cogs import BotCog
 
 
-class Chat(commands.Cog):
-    def __init__(self, bot: commands.Bot):
-        self.bot = bot
-
+class Chat(BotCog):
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if not conversation.addressed(self.bot, message):

@@ -5,42 +5,39 @@ from __future__ import annotations
 import asyncio
 import io
 from pathlib import Path
-from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import complete, render, replies
+from bot.discord import render, replies
+from bot.discord.cogs import BotCog
+from bot.discord.options import Preset, Prompt, Seed
 from bot.discord.target import Target
 from bot.usecases import compare
 from bot.usecases.errors import UserError
-from engine.runtime.diffusion.request import MAX_SEED, PROMPT_MAX_CHARS
+
+EXAMPLES = {"presets": "sdxl,sd15", "schedulers": "euler,dpm++", "seeds": "1,2,3"}
+AXIS_HELP = {axis: f"{axis} to compare, comma-separated (e.g. {e})" for axis, e in EXAMPLES.items()}
+AxisValues = app_commands.Range[str, 1, 300] | None  # one axis's comma-separated values (give exactly one)
 
 
-class Compare(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Compare(BotCog):
     @app_commands.command(name="compare", description="draw one prompt across presets, schedulers or seeds")
     @app_commands.describe(
-        prompt="what to draw",
-        presets="presets to compare, comma-separated (e.g. sdxl,sd15)",
-        schedulers="schedulers to compare, comma-separated (e.g. euler,dpm++)",
-        seeds="seeds to compare, comma-separated (e.g. 1,2,3)",
         seed="the seed every tile uses when presets or schedulers are compared",
         preset="the preset of every tile when schedulers or seeds are compared",
-    )
-    @app_commands.autocomplete(preset=complete.presets)
+        prompt="what to draw", **AXIS_HELP,
+    )  # fmt: skip
     async def compare(
         self,
         interaction: discord.Interaction,
-        prompt: app_commands.Range[str, 1, PROMPT_MAX_CHARS],
-        presets: app_commands.Range[str, 1, 300] | None = None,
-        schedulers: app_commands.Range[str, 1, 300] | None = None,
-        seeds: app_commands.Range[str, 1, 300] | None = None,
-        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-        preset: app_commands.Range[str, 1, 64] | None = None,
+        prompt: Prompt,
+        presets: AxisValues = None,
+        schedulers: AxisValues = None,
+        seeds: AxisValues = None,
+        seed: Seed | None = None,
+        preset: Preset | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)
         given = {k: v for k, v in (("presets", presets), ("schedulers", schedulers), ("seeds", seeds)) if v}

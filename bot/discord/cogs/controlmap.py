@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import render
+from bot.discord.cogs import BotCog
+from bot.discord.options import ControlType
 from bot.usecases import guided
-from engine.runtime.control import CONTROL_TYPES
 
 
-class ControlMap(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class ControlMap(BotCog):
     @app_commands.command(name="controlmap", description="Preview the control map an image gives /imagine")
     @app_commands.describe(image="the picture to analyse", kind="which map to make (default: canny edges)")
     @app_commands.rename(kind="type")
-    @app_commands.choices(kind=[app_commands.Choice(name=t, value=t) for t in CONTROL_TYPES])
     async def controlmap(
-        self, interaction: discord.Interaction, image: discord.Attachment, kind: str = guided.DEFAULT_CONTROL
+        self, interaction: discord.Interaction, image: discord.Attachment, kind: ControlType = guided.DEFAULT_CONTROL
     ) -> None:
         await interaction.response.defer(thinking=True)
         engine = self.bot.services

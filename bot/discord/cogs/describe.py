@@ -2,41 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import complete, replies
+from bot.discord import replies
+from bot.discord.cogs import BotCog
 from bot.discord.describe import describe_view
+from bot.discord.options import Preset
 from bot.usecases import guided
 from bot.usecases.describe import describe_image, describe_text
-from engine.jobs.policy import Requester
 
 
-class Describe(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Describe(BotCog):
     @app_commands.command(name="describe", description="Suggest prompts that would make an image")
     @app_commands.describe(
         image="the picture to describe (default: your latest image)",
         preset="write the prompts for this preset's model (default: yours or the server's)",
     )
-    @app_commands.autocomplete(preset=complete.presets)
     async def describe(
         self,
         interaction: discord.Interaction,
         image: discord.Attachment | None = None,
-        preset: app_commands.Range[str, 1, 64] | None = None,
+        preset: Preset | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)
         data = (await guided.read_image(self.bot.services, "image", image))[0] if image is not None else None
-        who = Requester(
-            interaction.user.id, interaction.guild_id or 0, interaction.channel_id or 0,
-            replies.role_ids(interaction.user),
-        )  # fmt: skip
+        who = replies.requester(interaction)
         result = await describe_image(self.bot.agent.orchestrator.services, who, image=data, preset=preset)
         await interaction.edit_original_response(content=describe_text(result), view=describe_view(result))
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import replies
+from bot.discord.cogs import BotCog
 from bot.usecases import export
 
 
@@ -19,10 +20,7 @@ def upload_limit() -> int:
     return discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
 
 
-class Export(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Export(BotCog):
     @app_commands.command(name="export", description="get your favorites as a dataset zip in your DMs")
     @app_commands.describe(format="kohya (folder + .txt captions) or jsonl (metadata.jsonl with captions)")
     async def export(self, interaction: discord.Interaction, format: Literal["kohya", "jsonl"] = "kohya") -> None:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.cogs import BotCog
 from bot.usecases import gallery
 
 
-class Gallery(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Gallery(BotCog):
     @app_commands.command(name="gallery", description="get a private sign-in link to your web gallery")
     async def gallery(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import replies
+from bot.discord.cogs import BotCog
 
 HELP = """**Atelier** draws, critiques and remembers.
 • Mention me, DM me or reply to my messages to talk; attach or reply to an image and ask for a critique,
@@ -26,10 +25,7 @@ HELP = """**Atelier** draws, critiques and remembers.
 • `/queue` — your jobs. `/cancel` — stop one."""
 
 
-class Help(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Help(BotCog):
     @app_commands.command(name="help", description="what Atelier can do")
     async def help(self, interaction: discord.Interaction) -> None:
         await replies.say(interaction, HELP)

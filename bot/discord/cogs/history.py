@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import replies
+from bot.discord.cogs import BotCog
 from bot.usecases import account
 
 
-class History(commands.GroupCog, group_name="history", group_description="your past generations"):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class History(BotCog, commands.GroupCog, group_name="history", group_description="your past generations"):
     @app_commands.command(name="search", description="find past generations by prompt words")
     @app_commands.describe(query="words to look for (empty: most recent)", server="include the whole server")
     async def search(

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from discord.ext import commands
 
 from bot.discord import replies
+from bot.discord.cogs import BotCog
 from bot.discord.cogs.help import HELP
 from bot.discord.target import Target
 from bot.usecases import account, jobs
 
 
-class Prefix(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Prefix(BotCog):
     @commands.command(name="imagine")
     async def imagine(self, ctx: commands.Context, *, prompt: str) -> None:
         uid, gid = ctx.author.id, ctx.guild.id if ctx.guild else 0

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import complete, replies
+from bot.discord.cogs import BotCog
+from bot.discord.options import Aspect, Name, Preset
 from bot.usecases import library
-from engine.runtime.diffusion.request import ASPECTS
 
 Scope = Literal["user", "guild"]
 
 
-class Presets(commands.GroupCog, group_name="preset", group_description="image presets"):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Presets(BotCog, commands.GroupCog, group_name="preset", group_description="image presets"):
     def _ids(self, i: discord.Interaction) -> dict:
         return {"user_id": i.user.id, "guild_id": i.guild_id or 0}
 
@@ -45,31 +43,28 @@ class Presets(commands.GroupCog, group_name="preset", group_description="image p
         )
 
     @app_commands.command(name="show", description="a preset's settings")
-    @app_commands.autocomplete(name=complete.presets)
-    async def show(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64]) -> None:
+    async def show(self, interaction: discord.Interaction, name: Preset) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         text = await library.preset_show(self.bot.services, name, **self._ids(interaction))
         await replies.say_long(interaction, text)
 
     @app_commands.command(name="use", description="make a preset your (or the server's) default")
-    @app_commands.autocomplete(name=complete.presets)
     async def use(
-        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64], scope: Scope = "user"
+        self, interaction: discord.Interaction, name: Preset, scope: Scope = "user"
     ) -> None:
         await self._change(interaction, library.preset_use, name, scope)
 
     @app_commands.command(name="save", description="save a preset based on another one")
-    @app_commands.autocomplete(base=complete.presets, style=complete.styles)
-    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
+    @app_commands.autocomplete(style=complete.styles)
     async def save(
         self,
         interaction: discord.Interaction,
-        name: app_commands.Range[str, 1, 64],
-        base: app_commands.Range[str, 1, 64],
+        name: Name,
+        base: Preset,
         scope: Scope = "user",
         steps: app_commands.Range[int, 1, 200] | None = None,
         cfg: app_commands.Range[float, 0.0, 30.0] | None = None,
-        aspect: str | None = None,
+        aspect: Aspect | None = None,
         negative: app_commands.Range[str, 0, 1000] | None = None,
         style: app_commands.Range[str, 0, 64] | None = None,
     ) -> None:
@@ -79,9 +74,8 @@ class Presets(commands.GroupCog, group_name="preset", group_description="image p
         )  # fmt: skip
 
     @app_commands.command(name="delete", description="delete one of your (or the server's) presets")
-    @app_commands.autocomplete(name=complete.presets)
     async def delete(
-        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64], scope: Scope = "user"
+        self, interaction: discord.Interaction, name: Preset, scope: Scope = "user"
     ) -> None:
         await self._change(interaction, library.preset_delete, name, scope)
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import replies
+from bot.discord.cogs import BotCog
 from bot.usecases import jobs
 
 
-class Queue(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Queue(BotCog):
     @app_commands.command(name="queue", description="your queued and running jobs")
     async def queue(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import complete, replies
+from bot.discord import replies
+from bot.discord.cogs import BotCog
+from bot.discord.options import Aspect, Preset, Style
 from bot.usecases import account
-from engine.runtime.diffusion.request import ASPECTS
 
 
-class Settings(commands.Cog):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Settings(BotCog):
     @app_commands.command(name="settings", description="show or change your /imagine defaults")
-    @app_commands.autocomplete(preset=complete.presets, style=complete.styles)
-    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
     @app_commands.describe(
         clear="forget every default not given here",
         cache="reuse the stored images of an identical request with the same seed (default on)",
@@ -28,9 +22,9 @@ class Settings(commands.Cog):
     async def settings(
         self,
         interaction: discord.Interaction,
-        preset: app_commands.Range[str, 1, 64] | None = None,
-        style: app_commands.Range[str, 1, 64] | None = None,
-        aspect: str | None = None,
+        preset: Preset | None = None,
+        style: Style | None = None,
+        aspect: Aspect | None = None,
         negative: app_commands.Range[str, 0, 1000] | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
         cache: bool | None = None,

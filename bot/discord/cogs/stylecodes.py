@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import complete, replies
+from bot.discord import replies
+from bot.discord.cogs import BotCog
+from bot.discord.options import Code, Preset, Style
 from bot.usecases import style_codes
 from bot.usecases.errors import UserError
 
 
-class StyleCodes(commands.GroupCog, group_name="stylecode", group_description="shareable style codes"):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class StyleCodes(BotCog, commands.GroupCog, group_name="stylecode", group_description="shareable style codes"):
     @app_commands.command(name="create", description="share a style or a preset as a short code")
     @app_commands.describe(
         style="a style from /style list", preset="a preset from /preset list",
         public="anyone, in any server, may use it (default: this server only)",
     )  # fmt: skip
-    @app_commands.autocomplete(style=complete.styles, preset=complete.presets)
     async def create(
-        self, interaction: discord.Interaction, style: app_commands.Range[str, 1, 64] | None = None,
-        preset: app_commands.Range[str, 1, 64] | None = None, public: bool = False,
+        self, interaction: discord.Interaction, style: Style | None = None,
+        preset: Preset | None = None, public: bool = False,
     ) -> None:  # fmt: skip
         await interaction.response.defer(ephemeral=True, thinking=True)
         if (style is None) == (preset is None):
@@ -38,15 +34,13 @@ class StyleCodes(commands.GroupCog, group_name="stylecode", group_description="s
         await replies.say(interaction, text)
 
     @app_commands.command(name="show", description="what a style code expands to and who made it")
-    @app_commands.autocomplete(code=complete.codes)
-    async def show(self, interaction: discord.Interaction, code: app_commands.Range[str, 1, 16]) -> None:
+    async def show(self, interaction: discord.Interaction, code: Code) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         text = await style_codes.show(self.bot.services, code, interaction.user.id, interaction.guild_id or 0)
         await replies.say_long(interaction, text)
 
     @app_commands.command(name="revoke", description="stop one of your style codes from working")
-    @app_commands.autocomplete(code=complete.codes)
-    async def revoke(self, interaction: discord.Interaction, code: app_commands.Range[str, 1, 16]) -> None:
+    async def revoke(self, interaction: discord.Interaction, code: Code) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await replies.say(interaction, await style_codes.revoke(self.bot.services, code, interaction.user.id))
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord import complete, replies
+from bot.discord import replies
+from bot.discord.cogs import BotCog
+from bot.discord.options import Name, Style
 from bot.usecases import library
 
 
-class Styles(commands.GroupCog, group_name="style", group_description="prompt styles"):
-    def __init__(self, bot: Any):
-        self.bot = bot
-
+class Styles(BotCog, commands.GroupCog, group_name="style", group_description="prompt styles"):
     @app_commands.command(name="list", description="styles you can use")
     async def list_(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -24,8 +21,7 @@ class Styles(commands.GroupCog, group_name="style", group_description="prompt st
         )
 
     @app_commands.command(name="show", description="a style's template")
-    @app_commands.autocomplete(name=complete.styles)
-    async def show(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64]) -> None:
+    async def show(self, interaction: discord.Interaction, name: Style) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await replies.say_long(
             interaction, await library.style_show(self.bot.services, name, interaction.guild_id or 0)
@@ -35,7 +31,7 @@ class Styles(commands.GroupCog, group_name="style", group_description="prompt st
     async def add(
         self,
         interaction: discord.Interaction,
-        name: app_commands.Range[str, 1, 64],
+        name: Name,
         template: app_commands.Range[str, 1, 1000],
         negative: app_commands.Range[str, 0, 1000] = "",
         description: app_commands.Range[str, 0, 200] = "",

@@ -13,7 +13,7 @@ def pick_dtype(setting: str, device: str, family: str) -> Any:
         return getattr(torch, setting)
     if device == "cpu":
         return torch.float32
-    bf16 = ("flux", "kontext", "qwen-edit", "qwen-edit-plus", "wan", "wan-i2v")
+    bf16 = ("flux", "kontext", "qwen-edit", "qwen-edit-plus", "klein", "wan", "wan-i2v")
     return torch.bfloat16 if family in bf16 else torch.float16
 
 

@@ -1,7 +1,9 @@
-"""EditModel: an instruction-edit preset (FLUX.1 Kontext, Qwen-Image-Edit) as an arbiter-managed model.
+"""EditModel: an instruction-edit preset (FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2 Klein) as an arbiter-managed model.
 
 It is a DiffusionModel whose pipeline takes the source image and an instruction ("make it night") instead of
-img2img noise: the same load/unload/OOM/safety path, its own pipeline classes and call arguments.
+img2img noise: the same load/unload/OOM/safety path, its own pipeline classes and call arguments. Families that
+take several source images ("put this logo on the mug") get them as one ordered list: the request's init_image
+first, then its edit_images.
 """
 
 from __future__ import annotations
@@ -19,9 +21,34 @@ EDIT_PIPELINES: dict[str, tuple[str, str | None, int]] = {
     "kontext": ("FluxKontextPipeline", "FluxKontextInpaintPipeline", 1),
     "qwen-edit": ("QwenImageEditPipeline", "QwenImageEditInpaintPipeline", 1),
     "qwen-edit-plus": ("QwenImageEditPlusPipeline", None, 3),
+    "klein": ("Flux2KleinPipeline", "Flux2KleinInpaintPipeline", 4),  # BFL: up to 4 references for klein
 }
 EDIT_FAMILIES: tuple[str, ...] = tuple(EDIT_PIPELINES)
 _QWEN = ("qwen-edit", "qwen-edit-plus")
+KLEIN_MIN_SIDE = 64  # Flux2ImageProcessor refuses a source image with a side below this
+
+
+def max_edit_images(family: str) -> int:
+    """How many source images one edit of `family` takes (1 for the single-image families)."""
+    return EDIT_PIPELINES[family][2]
+
+
+def multi_image_families() -> list[str]:
+    """The edit families that take more than one source image."""
+    return [f for f in EDIT_FAMILIES if max_edit_images(f) > 1]
+
+
+def check_image_count(family: str, count: int) -> None:
+    """InvalidRequest when an edit of `family` is given more source images than its pipeline takes."""
+    most = max_edit_images(family)
+    if count <= most:
+        return
+    if most == 1:
+        raise InvalidRequest(
+            f"{family} edits take one image; you gave {count}. Attach only the one to change, or use a "
+            f"multi-image edit preset ({', '.join(multi_image_families())})"
+        )
+    raise InvalidRequest(f"{family} takes at most {most} images; you gave {count}")
 
 
 def is_edit_family(family: str) -> bool:
@@ -35,6 +62,9 @@ def check_edit(req: GenerationRequest, family: str) -> None:
         raise InvalidRequest("an instruction edit needs a source image: reply to an image or attach one")
     if req.controls or req.reference is not None:
         raise InvalidRequest("an instruction edit takes no ControlNet or reference image")
+    check_image_count(family, 1 + len(req.edit_images))
+    if req.mask_image is not None and req.edit_images:
+        raise InvalidRequest("a masked edit takes one source image; leave the mask out to edit from several")
     if req.mask_image is not None:
         if req.mask_image.size != req.init_image.size:
             (mw, mh), (sw, sh) = req.mask_image.size, req.init_image.size
@@ -51,17 +81,41 @@ def edit_kwargs(kwargs: dict[str, Any], req: GenerationRequest, family: str, pip
     kw["width"], kw["height"] = req.width, req.height
     if req.mask_image is None:
         kw.pop("strength", None)
+    if req.edit_images:  # one ordered list: the source, then the other images
+        kw["image"] = [kw["image"], *(im.convert("RGB") for im in req.edit_images)]
     if family == "kontext":
         kw.pop("negative_prompt", None)
         kw["max_area"] = req.width * req.height
         kw["_auto_resize"] = False  # keep the requested size (a preset's 1024² is Kontext's native area)
-        tok = getattr(pipe, "tokenizer_2", None)
-        kw["max_sequence_length"] = min(512, int(getattr(tok, "model_max_length", 512) or 512))
+        kw["max_sequence_length"] = _max_tokens(getattr(pipe, "tokenizer_2", None))
+    elif family == "klein":
+        kw.pop("negative_prompt", None)  # the pipeline draws its own empty negative for CFG
+        kw["max_sequence_length"] = _max_tokens(getattr(pipe, "tokenizer", None))
+        images = kw["image"] if isinstance(kw["image"], list) else [kw["image"]]
+        kw["image"] = [_at_least(im, KLEIN_MIN_SIDE) for im in images]
+        if req.mask_image is not None:
+            kw["image"] = kw["image"][0]
     elif family in _QWEN:
         kw["true_cfg_scale"] = kw.pop("guidance_scale", 4.0)
         if kw["true_cfg_scale"] > 1.0:
             kw.setdefault("negative_prompt", " ")
     return kw
+
+
+def _max_tokens(tokenizer: Any) -> int:
+    """The prompt length for the pipeline call: 512, or less when the tokenizer is shorter (the tiny models)."""
+    return min(512, int(getattr(tokenizer, "model_max_length", 512) or 512))
+
+
+def _at_least(image: Any, side: int) -> Any:
+    """`image` scaled up (keeping its aspect) so that both sides are at least `side` pixels."""
+    from PIL import Image
+
+    w, h = image.size
+    if min(w, h) >= side:
+        return image
+    scale = side / min(w, h)
+    return image.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.Resampling.LANCZOS)
 
 
 class EditModel(DiffusionModel):

@@ -1,4 +1,4 @@
-"""Guidance beyond text: ControlNet control maps and an IP-Adapter reference image, as request parts.
+"""Guidance beyond text: ControlNet control maps and a reference image (IP-Adapter or FLUX Redux), as request parts.
 
 A ControlSpec carries an already-preprocessed control map and a reference to ControlNet weights; the weights
 themselves are arbiter clients (engine.runtime.control.controlnet.ControlNetWeights) handed to DiffusionModel.generate.
@@ -6,15 +6,18 @@ themselves are arbiter clients (engine.runtime.control.controlnet.ControlNetWeig
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from engine.runtime.control import CONTROL_TYPES, MAX_CONTROLS, control_type
 
 ControlType = Literal[CONTROL_TYPES]  # type: ignore[valid-type]
-MAX_BLEND = 5  # /blend: reference images mixed into one IP-Adapter embedding
+# a control type as given: aliases such as "pose" become the canonical name before validation
+ControlName = Annotated[ControlType, BeforeValidator(lambda v: control_type(v) if isinstance(v, str) else v)]
+Via = Literal["ip-adapter", "redux"]
+MAX_BLEND = 5  # /blend: reference images mixed into one IP-Adapter embedding (or one set of Redux tokens)
 
 
 class ControlSpec(BaseModel):
@@ -22,44 +25,46 @@ class ControlSpec(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
 
-    type: ControlType
+    type: ControlName
     image: Image.Image
     model: str = Field(min_length=1)
     scale: float = Field(default=1.0, ge=0.0, le=2.0)
     start: float = Field(default=0.0, ge=0.0, le=1.0)
     end: float = Field(default=1.0, ge=0.0, le=1.0)
 
-    @field_validator("type", mode="before")
-    @classmethod
-    def _type(cls, v: Any) -> Any:
-        return control_type(v) if isinstance(v, str) else v
-
     @model_validator(mode="after")
     def _range(self) -> ControlSpec:
-        if self.start >= self.end:
-            raise ValueError(f"control {self.type}: start {self.start} must be below end {self.end}")
+        check_range(self.type, self.start, self.end)
         return self
 
     def params(self) -> dict[str, Any]:
-        """JSON-safe description (no image)."""
-        return {
-            "type": self.type,
-            "model": self.model,
-            "scale": self.scale,
-            "start": self.start,
-            "end": self.end,
-        }
+        """JSON-safe description (no image): type, model, scale, start and end."""
+        return self.model_dump(exclude={"image"})
+
+
+def check_range(control: str, start: float, end: float) -> None:
+    """ValueError unless a control's active range of steps is not empty (start below end)."""
+    if start >= end:
+        raise ValueError(f"control {control}: start {start} must be below end {end}")
+
+
+def reference_via(family: str) -> Via:
+    """How a family takes reference images: FLUX through a Redux prior, the others through an IP-Adapter."""
+    return "redux" if family == "flux" else "ip-adapter"
 
 
 class ReferenceSpec(BaseModel):
-    """An IP-Adapter reference image: steers the subject (all layers) or only the style (InstantStyle layers)."""
+    """A reference image: an IP-Adapter steers the subject (all layers) or only the style (InstantStyle layers);
+    on FLUX the Redux prior turns it into prompt tokens (subject only)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
 
     image: Image.Image
     scale: float = Field(default=0.6, ge=0.0, le=1.5)
     mode: Literal["subject", "style"] = "subject"
-    adapter: dict[str, str]  # {"model", "subfolder", "weight", "image_encoder"} (engine.config.IpAdapter)
+    via: Via = "ip-adapter"
+    # ip-adapter: {"model", "subfolder", "weight", "image_encoder"} (engine.config.IpAdapter); redux: {"model"}
+    adapter: dict[str, str]
     others: list[Image.Image] = Field(default_factory=list, max_length=MAX_BLEND - 1)  # /blend: more images
     weights: list[float] = Field(default_factory=list)  # one per image (image first); empty = equal
 
@@ -72,17 +77,19 @@ class ReferenceSpec(BaseModel):
             raise ValueError(f"reference weights must be between 0 and 2 and not all 0, got {self.weights}")
         return self
 
-    @field_validator("adapter")
-    @classmethod
-    def _adapter(cls, v: dict[str, str]) -> dict[str, str]:
-        missing = [k for k in ("model", "weight", "image_encoder") if not v.get(k)]
+    @model_validator(mode="after")
+    def _adapter(self) -> ReferenceSpec:
+        needed = ("model", "weight", "image_encoder") if self.via == "ip-adapter" else ("model",)
+        missing = [k for k in needed if not self.adapter.get(k)]
         if missing:
-            raise ValueError(f"the IP-Adapter reference lacks {', '.join(missing)}")
-        return v
+            raise ValueError(f"the {self.via} reference lacks {', '.join(missing)}")
+        if self.via == "redux" and self.mode == "style":
+            raise ValueError("a style-only reference needs an IP-Adapter (sd15, sdxl); FLUX Redux takes the whole image")
+        return self
 
     def params(self) -> dict[str, Any]:
         """JSON-safe description (no image); a blend adds its per-image weights."""
-        out: dict[str, Any] = {"mode": self.mode, "scale": self.scale, "adapter": dict(self.adapter)}
+        out: dict[str, Any] = {"mode": self.mode, "scale": self.scale, "via": self.via, "adapter": dict(self.adapter)}
         if self.others:
             out["weights"] = list(self.weights) or [1.0] * (1 + len(self.others))
         return out

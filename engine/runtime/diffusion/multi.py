@@ -15,7 +15,7 @@ from engine.runtime.diffusion.errors import Cancelled, InvalidRequest
 from engine.runtime.diffusion.preview import latent_preview
 from engine.runtime.diffusion.request import GenerationRequest
 from engine.runtime.diffusion.safety import apply_policy, check_blank
-from engine.runtime.diffusion.schedulers import make_scheduler
+from engine.runtime.diffusion.schedulers import scheduler_for
 from engine.runtime.diffusion.weighting import has_weighting
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def generate_group(
             owners = [i for i, _ in chunk]
             cb = _group_callback(first.family, size, every, owners, progresses, cancels, first.steps)
             pipe = model._pipe_for("txt2img")
-            pipe.scheduler = make_scheduler(first.scheduler, base.scheduler.config, model.family)
+            pipe.scheduler = scheduler_for(pipe.scheduler, first.scheduler, base.scheduler.config, model.family)
             kw = denoise.pipeline_kwargs(first, [s for _, s in chunk], cb)
             kw["prompt"] = [reqs[i].prompt for i in owners]
             kw["num_images_per_prompt"] = 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,9 @@ from engine.runtime.diffusion.addons import AddonManager
 from engine.runtime.diffusion.denoise import Progress, ShouldCancel
 from engine.runtime.diffusion.dtypes import dtype_kwargs, pick_dtype
 from engine.runtime.diffusion.errors import Cancelled, GenerationFailed, InvalidRequest, ModelNotAvailable
+from engine.runtime.diffusion.holder import PipelineHolder
 from engine.runtime.diffusion.loras import LoraManager
+from engine.runtime.diffusion.redux import ReduxPrior, redux_bytes
 from engine.runtime.diffusion.reference import ReferenceManager, blend_embeds
 from engine.runtime.diffusion.request import FAMILIES, GenerationRequest, build_request, check_limits
 from engine.runtime.diffusion.resolve import FAMILY_BYTES, looks_like_path, resolve_model, weights_bytes
@@ -26,7 +27,7 @@ from engine.runtime.diffusion.safety import (
     apply_policy,
     check_blank,
 )
-from engine.runtime.diffusion.schedulers import make_scheduler
+from engine.runtime.diffusion.schedulers import scheduler_for
 
 log = logging.getLogger("atelier.engine")
 _AUTO = object()
@@ -37,7 +38,7 @@ _SINGLE_FILE = {
 }
 
 
-class DiffusionModel:
+class DiffusionModel(PipelineHolder):
     """An image preset {name, model, family, scheduler, steps, cfg, width, height, negative, loras, safety_checker}.
 
     Implements engine.runtime.managed.Managed; generate()/upscale() are blocking (run them in a worker thread).
@@ -64,19 +65,19 @@ class DiffusionModel:
         self.loras = LoraManager(self.name, self.models_dir)
         self.addons = AddonManager(self.name, self.family, self.models_dir)
         self.reference = ReferenceManager(self.name, self.models_dir)
+        self.redux = ReduxPrior(self.name, self.models_dir)  # FLUX /blend: loaded on the first Redux reference
         self.degraded: set[str] = set()
         self.fast: set[str] = set()  # fast paths applied at load (fastpaths.apply)
         self.last_fallbacks: list[str] = []
-        self._pipes: dict[str, Any] = {}
-        self._device = "cpu"
-        self._lock = threading.RLock()
+        super().__init__()
 
     # ----- Managed -----
     def _who(self) -> str:
         return f"image preset '{self.name}'"
 
     def estimate_bytes(self) -> int:
-        """Weights at the load dtype (from safetensors headers) + 25% working memory + the safety checker."""
+        """Weights at the load dtype (from safetensors headers; a FLUX Redux prior included) + 25% working memory
+        + the safety checker."""
         device = self.settings.gpu.device if self.settings.gpu.device != "auto" else "cuda"
         itemsize = pick_dtype(self.settings.gpu.dtype, device, self.family).itemsize
         try:
@@ -86,6 +87,7 @@ class DiffusionModel:
             if looks_like_path(self.preset["model"]):
                 raise
             weights = FAMILY_BYTES[self.family]
+        weights += redux_bytes(self.preset.get("redux"), self._who(), self.models_dir, itemsize)
         extra = self.safety.estimate_bytes() if self.safety is not None else 0
         return int(weights * 1.25) + extra
 
@@ -94,28 +96,19 @@ class DiffusionModel:
         """Seconds a first load adds for compile + warm-up (the arbiter adds it to its load-time guess)."""
         return fastpaths.warmup_guess_s(self.settings.gpu, self.family)
 
-    @property
-    def loaded(self) -> bool:
-        """True between load() and unload()."""
-        return bool(self._pipes)
-
-    def load(self, device: str) -> None:
-        """Load the pipeline (and safety checker) onto `device`; idempotent; hub ids are downloaded first."""
-        with self._lock:
-            if self._pipes and self._device == device:
-                return
-            self.unload()
-            path = resolve_model(self.preset["model"], self._who(), self.models_dir)
-            pipe = self._from_disk(path, pick_dtype(self.settings.gpu.dtype, device, self.family))
-            pipe.to(device)
-            pipe.set_progress_bar_config(disable=True)
-            self.fast = fastpaths.apply(pipe, self.settings.gpu, self.preset)
-            self.loras.hotswap = "lora_hotswap" in self.fast
-            self._pipes["txt2img"] = pipe
-            self._device = device
-            if self.safety is not None:
-                self.safety.load(device)
-            log.info("loaded %s (%s) from %s on %s", self.name, self.family, path, device)
+    def _load_pipes(self, device: str) -> None:
+        """The pipeline (and safety checker) onto `device`, hub ids downloaded first (load() holds the lock)."""
+        path = resolve_model(self.preset["model"], self._who(), self.models_dir)
+        pipe = self._from_disk(path, pick_dtype(self.settings.gpu.dtype, device, self.family))
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        self.fast = fastpaths.apply(pipe, self.settings.gpu, self.preset)
+        self.loras.hotswap = "lora_hotswap" in self.fast
+        self._pipes["txt2img"] = pipe
+        self._device = device
+        if self.safety is not None:
+            self.safety.load(device)
+        log.info("loaded %s (%s) from %s on %s", self.name, self.family, path, device)
 
     def _from_disk(self, path: Path, dtype: Any) -> Any:
         import diffusers
@@ -143,15 +136,12 @@ class DiffusionModel:
             self.fast = set()
             self.addons.forget()
             self.reference.loaded = None
+            self.redux.clear()
             self._pipes.clear()
             self.degraded.clear()
             if self.safety is not None:
                 self.safety.unload()
             oom.free_memory()
-
-    def close(self) -> None:
-        """Final release at shutdown."""
-        self.unload()
 
     # ----- generation -----
     def request(self, aspect: str | None = None, **fields: Any) -> GenerationRequest:
@@ -223,6 +213,7 @@ class DiffusionModel:
         changed = self.addons.apply(self._pipes["txt2img"], req.embeddings, req.vae)
         if self.reference.apply(self._pipes["txt2img"], req.reference) or changed:
             self._drop_derived()
+        self.redux.apply(self._pipes["txt2img"], req.reference)
         every = self.settings.generation.preview_every_steps
         cb = denoise.step_callback(
             self.family, (req.width, req.height), every, progress, should_cancel, req.steps
@@ -231,11 +222,12 @@ class DiffusionModel:
 
         def run(seeds: list[int]) -> list[Any]:
             pipe = self._pipe_for(req.mode, nets)  # looked up per call: CPU offload rebuilds derived pipes
-            pipe.scheduler = make_scheduler(req.scheduler, base_config, self.family)
+            pipe.scheduler = scheduler_for(pipe.scheduler, req.scheduler, base_config, self.family)
             fastpaths.vae_tiling(pipe, self.settings.gpu, req.width, req.height, self.degraded)
             kw = denoise.pipeline_kwargs(req, seeds, cb)
             weighting.apply(pipe, self.family, kw, [req.prompt], [req.negative])
             blend_embeds(pipe, req.reference, req.cfg, kw)
+            self.redux.embed(req.reference, kw)
             out = self._call_pipeline(pipe, kw)
             return list(out.images)
 
@@ -251,12 +243,9 @@ class DiffusionModel:
         )
 
     def generate(
-        self,
-        req: GenerationRequest,
-        progress: Progress | None = None,
-        should_cancel: ShouldCancel | None = None,
-        controlnets: list[Any] | None = None,
-    ) -> list[Image.Image]:
+        self, req: GenerationRequest, progress: Progress | None = None,
+        should_cancel: ShouldCancel | None = None, controlnets: list[Any] | None = None,
+    ) -> list[Image.Image]:  # fmt: skip
         """Generate req.batch images (image i from seed req.seed + i), checked for blank/NaN and safety.
 
         Raises InvalidRequest, Cancelled, GenerationFailed, BlankImage or SafetyBlocked (see errors.py).

@@ -34,8 +34,9 @@ class ReferenceManager:
         return resolve_model(adapter["model"], f"{self.who} IP-Adapter", self.models_dir, patterns=patterns)
 
     def apply(self, pipe: Any, ref: ReferenceSpec | None) -> bool:
-        """Make `ref`'s adapter active at its scale (None removes it); True when the pipeline's parts changed."""
-        if ref is None:
+        """Make `ref`'s adapter active at its scale (None or a Redux reference removes it); True when the
+        pipeline's parts changed."""
+        if ref is None or ref.via != "ip-adapter":
             return self.clear(pipe)
         key = repr(sorted(ref.adapter.items()))
         changed = False
@@ -81,7 +82,7 @@ def blend_embeds(pipe: Any, ref: ReferenceSpec | None, cfg: float, kw: dict[str,
     The weights are relative (normalised to sum 1); the adapter's scale still sets how strongly the blend
     steers. One image (no `others`) leaves `kw` as it is: diffusers encodes `ip_adapter_image` itself.
     """
-    if ref is None or not ref.others:
+    if ref is None or not ref.others or ref.via != "ip-adapter":
         return
     import torch
     from diffusers.models.embeddings import ImageProjection

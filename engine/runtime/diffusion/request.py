@@ -13,13 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.config import SafetyPolicy
 from engine.runtime.diffusion.errors import InvalidRequest
-from engine.runtime.diffusion.guidance import ControlSpec, ReferenceSpec, check_controls
+from engine.runtime.diffusion.guidance import ControlSpec, ReferenceSpec, check_controls, reference_via
 from engine.runtime.diffusion.schedulers import check_scheduler
 from engine.runtime.diffusion.weighting import check_weighting
 
-Family = Literal["sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus"]  # the last three: edit models
-FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus")
-BASE_SIDE: dict[str, int] = {"sd15": 512, "sdxl": 1024, "flux": 1024, "kontext": 1024, "qwen-edit": 1024, "qwen-edit-plus": 1024}
+Family = Literal["sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus", "klein"]  # the last four: edit
+FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "flux", "kontext", "qwen-edit", "qwen-edit-plus", "klein")
+BASE_SIDE: dict[str, int] = {"sd15": 512, "sdxl": 1024, "flux": 1024, "kontext": 1024, "qwen-edit": 1024,
+                             "qwen-edit-plus": 1024, "klein": 1024}
 ASPECTS: dict[str, tuple[int, int]] = {
     "1:1": (1, 1),
     "3:2": (3, 2),
@@ -63,6 +64,7 @@ class GenerationRequest(BaseModel):
     strength: float = Field(default=0.75, gt=0.0, le=1.0)
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
+    edit_images: list[Image.Image] = Field(default_factory=list)  # an edit's other sources, after init_image
     loras: list[tuple[str, float]] = Field(default_factory=list)
     embeddings: list[tuple[str, str]] = Field(default_factory=list)  # (file, token) textual inversions
     vae: str | None = None  # an alternative VAE; None = the pipeline's own
@@ -103,10 +105,13 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"seed {self.seed} + batch would exceed {MAX_SEED}")
         if self.mask_image is not None and self.init_image is None:
             raise ValueError("a mask_image needs an init_image to inpaint")
+        if self.edit_images and self.init_image is None:
+            raise ValueError("edit_images need an init_image (the first source image)")
         check_controls(self.controls)
-        if self.reference is not None and self.family == "flux":
+        if self.reference is not None and self.reference.via != reference_via(self.family):
             raise ValueError(
-                "reference images (IP-Adapter) are supported for sd15 and sdxl presets, not flux"
+                f"a {self.reference.via} reference does not fit {self.family}: an IP-Adapter works with sd15 and "
+                "sdxl presets, not flux; FLUX takes reference images through Redux"
             )
         if self.init_image is not None and int(self.steps * self.strength) < 1:
             raise ValueError(
@@ -132,8 +137,10 @@ class GenerationRequest(BaseModel):
 
     def params(self) -> dict[str, Any]:
         """The JSON-safe parameters (no images) for metadata and history."""
-        data = self.model_dump(exclude={"init_image", "mask_image", "controls", "reference"})
+        data = self.model_dump(exclude={"init_image", "mask_image", "edit_images", "controls", "reference"})
         data["mode"] = self.mode
+        if self.edit_images:
+            data["source_images"] = 1 + len(self.edit_images)
         if self.controls:
             data["controls"] = [c.params() for c in self.controls]
         if self.reference is not None:

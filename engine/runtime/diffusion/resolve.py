@@ -12,7 +12,8 @@ log = logging.getLogger("atelier.engine")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 # Rough fp16 footprints used before a hub model is downloaded.
 FAMILY_BYTES: dict[str, int] = {"sd15": 2_200_000_000, "sdxl": 7_000_000_000, "flux": 24_000_000_000,
-                                "kontext": 24_000_000_000, "qwen-edit": 58_000_000_000, "qwen-edit-plus": 58_000_000_000}
+                                "kontext": 24_000_000_000, "qwen-edit": 58_000_000_000, "qwen-edit-plus": 58_000_000_000,
+                                "klein": 16_000_000_000}
 # A diffusers folder: configs at the root, weights in component subfolders (root single-file checkpoints skipped).
 PIPELINE_PATTERNS = ["*.json", "**/*.json", "**/*.txt", "**/*.model", "**/*.safetensors"]
 ADAPTER_PATTERNS = ("*.json", "*.safetensors")  # a MotionAdapter repo: config + weights at its root

@@ -79,3 +79,13 @@ def make_scheduler(name: str, base_config: Any, family: str) -> Any:
     cls_name, extra = _classes()[key]
     cls = exact_lms_class() if cls_name == "ExactLMSScheduler" else getattr(diffusers, cls_name)
     return cls.from_config(base_config, **extra)
+
+
+def scheduler_for(current: Any, name: str, base_config: Any, family: str) -> Any:
+    """The scheduler for a pipeline call: `current` when it already is the named one, else make_scheduler's."""
+    key = (check_scheduler(name, family), family)  # reuse is safe: diffusers resets its state in set_timesteps
+    if getattr(current, "_atelier_key", None) == key:
+        return current
+    made = make_scheduler(name, base_config, family)
+    made._atelier_key = key
+    return made

@@ -43,33 +43,21 @@ def tiny_clip_tokenizer(out: Path):
     return tokenizer
 
 
+# the width of every tiny CLIP tower: the text encoders, the safety checker's and the IP-Adapter's vision towers
+TINY_TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4}
+
+
 def _text_config(projection_dim: int = 32):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=5,
-        vocab_size=len(_vocab()),
-        projection_dim=projection_dim,
-        hidden_act="gelu",
-    )
+        **TINY_TOWER, num_hidden_layers=5, vocab_size=len(_vocab()), projection_dim=projection_dim,
+        hidden_act="gelu", bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )  # fmt: skip
 
 
 # the tiny CLIP vision tower of the safety checker and the IP-Adapter image encoder
-TINY_VISION = {
-    "hidden_size": 32,
-    "intermediate_size": 37,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "image_size": 32,
-    "patch_size": 8,
-    "projection_dim": 32,
-}
+TINY_VISION = {**TINY_TOWER, "num_hidden_layers": 2, "image_size": 32, "patch_size": 8, "projection_dim": 32}
 
 
 def save_tiny_image_processor(out: Path) -> None:

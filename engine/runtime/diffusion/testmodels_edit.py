@@ -1,4 +1,4 @@
-"""Tiny random-weight instruction-edit pipelines (FLUX.1 Kontext), built offline like diffusers' own tests."""
+"""Tiny random-weight instruction-edit pipelines (FLUX.1 Kontext here; Klein and Qwen beside), built offline."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 from engine.runtime.diffusion.testmodels import _build, _text_config, _vocab, tiny_clip_tokenizer
+from engine.runtime.diffusion.testmodels_klein import ensure_tiny_klein
+from engine.runtime.diffusion.testmodels_qwen import ensure_tiny_qwen_edit, ensure_tiny_qwen_edit_plus
 
 T5_MAX_LENGTH = 64  # the tiny T5's tokenizer length (the pipeline is called with max_sequence_length <= this)
 
@@ -84,6 +86,14 @@ def ensure_tiny_kontext(path: Path) -> Path:
     return _build(Path(path), "kontext", _save_kontext)
 
 
-def ensure_edit_demo_models(root: Path) -> dict[str, Path]:
-    """Every tiny edit model under `root`: {"kontext"}."""
-    return {"kontext": ensure_tiny_kontext(Path(root) / "tiny-kontext")}
+EDIT_DEMO_BUILDERS = {
+    "kontext": ensure_tiny_kontext,
+    "klein": ensure_tiny_klein,
+    "qwen-edit": ensure_tiny_qwen_edit,
+    "qwen-edit-plus": ensure_tiny_qwen_edit_plus,
+}
+
+
+def ensure_edit_demo_model(family: str, root: Path) -> Path:
+    """The tiny edit model of `family` (a key of EDIT_DEMO_BUILDERS), built once under root/tiny-<family>."""
+    return EDIT_DEMO_BUILDERS[family](Path(root) / f"tiny-{family}")

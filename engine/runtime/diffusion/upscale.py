@@ -132,18 +132,10 @@ def tiled_upscale(
 
 
 def model_upscale(
-    model: DiffusionModel,
-    upscaler: UpscalerModel,
-    image: Image.Image,
-    factor: int,
-    prompt: str,
-    seed: int,
-    *,
-    steps: int | None = None,
-    safety: str | None = None,
-    should_cancel: ShouldCancel | None = None,
+    model: DiffusionModel, upscaler: UpscalerModel, image: Image.Image, factor: int, prompt: str, seed: int,
+    *, steps: int | None = None, safety: str | None = None, should_cancel: ShouldCancel | None = None,
     **_unused_tiling: Any,
-) -> Image.Image:
+) -> Image.Image:  # fmt: skip
     """Upscale with a dedicated (loaded) upscaler model, then run the blank check and the safety policy."""
     check_factor(image, factor, model.settings.generation.max_side)
     if not upscaler.loaded:
@@ -183,14 +175,14 @@ class UpscalerModel:
         import diffusers
         import torch
 
-        if self._pipe is not None:
-            return
-        path = resolve_model(self.ref, self.name, self.models_dir)
         from engine.runtime.diffusion.dtypes import dtype_kwargs
 
-        dtype = torch.float32 if device == "cpu" else torch.float16
-        self._pipe = diffusers.DiffusionPipeline.from_pretrained(str(path), **dtype_kwargs(dtype)).to(device)
-        self._pipe.set_progress_bar_config(disable=True)
+        if self._pipe is None:
+            path = resolve_model(self.ref, self.name, self.models_dir)
+            dtype = torch.float32 if device == "cpu" else torch.float16
+            pipe = diffusers.DiffusionPipeline.from_pretrained(str(path), **dtype_kwargs(dtype))
+            self._pipe = pipe.to(device)
+            self._pipe.set_progress_bar_config(disable=True)
 
     def unload(self) -> None:
         """Drop the pipeline and free cached memory."""

@@ -9,7 +9,6 @@ WanImageToVideoPipeline (image). render() is blocking: run it in a worker thread
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from engine.runtime.diffusion.errors import (
     ModelNotAvailable,
     SafetyBlocked,
 )
+from engine.runtime.diffusion.holder import PipelineHolder
 from engine.runtime.diffusion.resolve import ADAPTER_PATTERNS, looks_like_path, resolve_model, weights_bytes
 from engine.runtime.diffusion.safety import (
     DEFAULT_SAFETY_CHECKER,
@@ -170,7 +170,7 @@ def animatediff_scheduler(config: Any, name: str) -> Any:
     )
 
 
-class VideoModel:
+class VideoModel(PipelineHolder):
     """A video preset {name, model, family in VIDEO_FAMILIES, motion_adapter, steps, cfg, width, height}.
 
     Implements engine.runtime.managed.Managed.
@@ -192,9 +192,7 @@ class VideoModel:
                 preset.get("safety_checker") or DEFAULT_SAFETY_CHECKER, self.models_dir
             )
         self.safety: SafetyChecker | None = safety_checker
-        self._pipes: dict[str, Any] = {}
-        self._device = "cpu"
-        self._lock = threading.RLock()
+        super().__init__()
 
     def _who(self) -> str:
         return f"video preset '{self.name}'"
@@ -220,26 +218,17 @@ class VideoModel:
         extra = self.safety.estimate_bytes() if self.safety is not None else 0
         return int(total * 1.4) + extra  # many frames of activations: more working memory than one image
 
-    @property
-    def loaded(self) -> bool:
-        """True between load() and unload()."""
-        return bool(self._pipes)
-
-    def load(self, device: str) -> None:
-        """Load the pipeline (and the motion adapter, the safety checker) onto `device`; idempotent."""
-        with self._lock:
-            if self._pipes and self._device == device:
-                return
-            self.unload()
-            dtype = pick_dtype(self.settings.gpu.dtype, device, self.family)
-            pipe = self._from_disk(resolve_model(self.preset["model"], self._who(), self.models_dir), dtype)
-            pipe.to(device)
-            pipe.set_progress_bar_config(disable=True)
-            self._pipes["base"] = pipe
-            self._device = device
-            if self.safety is not None and self.settings.generation.safety != "off":
-                self.safety.load(device)
-            log.info("loaded video preset %s (%s) on %s", self.name, self.family, device)
+    def _load_pipes(self, device: str) -> None:
+        """The pipeline (with its motion adapter) and the safety checker onto `device` (load() holds the lock)."""
+        dtype = pick_dtype(self.settings.gpu.dtype, device, self.family)
+        pipe = self._from_disk(resolve_model(self.preset["model"], self._who(), self.models_dir), dtype)
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipes["base"] = pipe
+        self._device = device
+        if self.safety is not None and self.settings.generation.safety != "off":
+            self.safety.load(device)
+        log.info("loaded video preset %s (%s) on %s", self.name, self.family, device)
 
     def _from_disk(self, path: Path, dtype: Any) -> Any:
         import diffusers
@@ -275,10 +264,6 @@ class VideoModel:
             if self.safety is not None:
                 self.safety.unload()
             oom.free_memory()
-
-    def close(self) -> None:
-        """Final release at shutdown."""
-        self.unload()
 
     # ----- rendering -----
     def _pipe(self, image: bool) -> Any:

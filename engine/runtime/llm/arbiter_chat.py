@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from engine.runtime.arbiter import Arbiter
 from engine.runtime.llm.llama_model import LlamaModel
-from engine.runtime.llm.types import Message, Reply
+from engine.runtime.llm.types import ChatOptions, Message, Reply
 
 
 class ArbiterChat:
@@ -30,9 +30,7 @@ class ArbiterChat:
         """Blocking chat is not offered here: the front runs on an event loop."""
         raise RuntimeError("ArbiterChat is async only; use achat()")
 
-    async def achat(
-        self, messages: list[Message], schema: dict | None = None, *, max_tokens: int | None = None
-    ) -> Reply:
+    async def achat(self, messages: list[Message], schema: dict | None = None, **options: Unpack[ChatOptions]) -> Reply:
         """Hold the model loaded for one (threaded) completion."""
         async with self.arbiter.use(self.name) as model:
-            return await model.achat(messages, schema, max_tokens=max_tokens)
+            return await model.achat(messages, schema, **options)

@@ -8,17 +8,19 @@ import threading
 import time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Unpack
 
 from engine.config import Images, Settings
 from engine.images import image_limits
-from engine.runtime.llm.abortable import Abort, collect
+from engine.runtime.llm.abortable import collect
 from engine.runtime.llm.gguf import GGML_KV_TYPES, estimate_llm_bytes, offload_share, safe_metadata
 from engine.runtime.llm.grammar import grammar_for
 from engine.runtime.llm.messages import check_messages, prepare_images, require_vision
+from engine.runtime.llm.prefix import PrefixStates, prefix_llama_class, save_state
 from engine.runtime.llm.presets import LlmPreset, make_vision_handler, parse_preset, resolve_file
 from engine.runtime.llm.types import (
     BadAction,
+    ChatOptions,
     GenerationAborted,
     LlmError,
     Message,
@@ -43,6 +45,7 @@ class LlamaModel:
         max_tokens: int = 384,
         temperature: float = 0.2,
         prefix_reuse: bool = True,
+        prefix_cache_mb: int = 256,
         verbose: bool = False,
         device: str | None = None,
     ) -> None:
@@ -54,6 +57,7 @@ class LlamaModel:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.prefix_reuse = prefix_reuse
+        self.prefix_states = PrefixStates(prefix_cache_mb << 20) if prefix_cache_mb > 0 else None
         self.verbose = verbose
         self._lock = threading.RLock()
         self._llama: Any = None
@@ -71,6 +75,7 @@ class LlamaModel:
         kw.setdefault("models_dir", settings.path("models"))
         kw.setdefault("max_tokens", settings.llm.max_tokens)
         kw.setdefault("temperature", settings.llm.temperature)
+        kw.setdefault("prefix_cache_mb", settings.llm.prefix_cache_mb)
         return cls(preset, **kw)
 
     # ---- Managed -------------------------------------------------------------------------------------
@@ -151,10 +156,8 @@ class LlamaModel:
             self._check_chat_format()
             mmproj = self._paths[1]
             handler = make_vision_handler(self.preset.handler_name, mmproj, self.verbose) if mmproj else None
-            from llama_cpp import Llama
-
             try:
-                self._llama = Llama(**options, chat_handler=handler)
+                self._llama = prefix_llama_class()(**options, chat_handler=handler)
             except (ValueError, RuntimeError, OSError) as e:
                 raise LlmError(
                     f"LLM preset {self.name!r}: llama.cpp could not load {self._paths[0]}: {e}"
@@ -176,6 +179,8 @@ class LlamaModel:
         """Llama.close() (frees the model, context and the handler's mtmd context) and drop references."""
         with self._lock:
             llama, self._llama, self._handler, self._device = self._llama, None, None, None
+            if self.prefix_states is not None:
+                self.prefix_states.clear()  # the states belong to the closed context
             if llama is not None:
                 llama.close()
 
@@ -220,21 +225,14 @@ class LlamaModel:
 
     # ---- chat ----------------------------------------------------------------------------------------
 
-    def chat(
-        self,
-        messages: list[Message],
-        schema: dict | None = None,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        abort: Abort | None = None,
-    ) -> Reply:
+    def chat(self, messages: list[Message], schema: dict | None = None, **options: Unpack[ChatOptions]) -> Reply:
         """Blocking chat completion; with a schema the output is grammar-constrained and parsed. With `abort`
         it streams and raises GenerationAborted at the first token where abort() is true (abortable.py)."""
         n_images = check_messages(messages)
         require_vision(n_images, self.preset.vision, self.name)
         prepared = prepare_images(messages, limits=self.image_limits, max_side=self.preset.image_max_side)
         grammar = grammar_for(schema) if schema is not None else None
+        abort, max_tokens, temperature = options.get("abort"), options.get("max_tokens"), options.get("temperature")
         with self._lock:
             llama = self._llama
             if llama is None:
@@ -242,6 +240,8 @@ class LlamaModel:
             if not self.prefix_reuse:
                 llama.reset()
                 llama._ctx.kv_cache_clear()
+            states = self.prefix_states if self.prefix_reuse and n_images == 0 else None
+            llama.prefix_states = states  # restored before evaluation when a saved prefix beats the live one
             if abort is not None and abort():
                 raise GenerationAborted(f"LLM preset {self.name!r}: stopped before the prompt was evaluated")
             _perf_reset(llama)
@@ -257,23 +257,15 @@ class LlamaModel:
                 out = collect(out, abort, self.name)
             total_ms = (time.perf_counter() - t0) * 1000
             perf = _perf(llama)
+            if states is not None:
+                states.put(save_state(llama))
         if abort is not None:  # a stream reports no usage: the evaluated prompt tokens stand for the prompt
             out["usage"]["prompt_tokens"] = perf["n_p_eval"]
         return _reply(out, schema is not None, perf, total_ms)
 
-    async def achat(
-        self,
-        messages: list[Message],
-        schema: dict | None = None,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        abort: Abort | None = None,
-    ) -> Reply:
+    async def achat(self, messages: list[Message], schema: dict | None = None, **options: Unpack[ChatOptions]) -> Reply:
         """chat() in a worker thread, so the event loop never blocks."""
-        return await asyncio.to_thread(
-            self.chat, messages, schema, max_tokens=max_tokens, temperature=temperature, abort=abort
-        )
+        return await asyncio.to_thread(functools.partial(self.chat, messages, schema, **options))
 
 
 def _size(file: Path | int | None) -> int:

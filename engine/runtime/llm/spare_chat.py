@@ -8,11 +8,11 @@ import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Unpack
 
 from engine.runtime.arbiter import Arbiter
-from engine.runtime.llm.abortable import Abort
 from engine.runtime.llm.llama_model import LlamaModel
-from engine.runtime.llm.types import Message, Reply
+from engine.runtime.llm.types import ChatOptions, Message, Reply
 from engine.runtime.spare import spare_lease
 
 LOWEST_PRIORITY = 19  # the nice value of the background thread
@@ -36,20 +36,15 @@ class SpareChat:
         self.model = model
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="spare-llm", initializer=_lower_priority)
 
-    async def achat(
-        self,
-        messages: list[Message],
-        schema: dict | None = None,
-        *,
-        max_tokens: int | None = None,
-        abort: Abort | None = None,
-    ) -> Reply:
+    async def achat(self, messages: list[Message], schema: dict | None = None, **options: Unpack[ChatOptions]) -> Reply:
         """Hold the model for one (threaded) completion, if there is room for it; it stops at the next token
         once another arbiter client holds or waits for a model, or abort() is true."""
         async with spare_lease(self.arbiter, self.name) as lease:
 
+            abort = options.get("abort")
+
             def stop() -> bool:
                 return lease.contended() or (abort is not None and abort())
 
-            call = functools.partial(self.model.chat, messages, schema, max_tokens=max_tokens, abort=stop)
+            call = functools.partial(self.model.chat, messages, schema, **{**options, "abort": stop})
             return await asyncio.get_running_loop().run_in_executor(self._thread, call)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
 Message = dict[str, Any]
 M = TypeVar("M", bound=BaseModel)
+
+
+class ChatOptions(TypedDict, total=False):
+    """Per-call options of chat()/achat(): most tokens to write, sampling temperature, a stop check."""
+
+    max_tokens: int | None
+    temperature: float | None
+    abort: Callable[[], bool] | None
 
 
 class LlmError(RuntimeError):
@@ -74,15 +83,11 @@ class Reply:
 class ChatModel(Protocol):
     """chat() is blocking (call it off the event loop); achat() runs it in a thread."""
 
-    def chat(
-        self, messages: list[Message], schema: dict | None = None, *, max_tokens: int | None = None
-    ) -> Reply:
+    def chat(self, messages: list[Message], schema: dict | None = None, **options: Unpack[ChatOptions]) -> Reply:
         """Answer the conversation; with a schema the reply's data is the parsed JSON."""
         ...
 
-    async def achat(
-        self, messages: list[Message], schema: dict | None = None, *, max_tokens: int | None = None
-    ) -> Reply:
+    async def achat(self, messages: list[Message], schema: dict | None = None, **options: Unpack[ChatOptions]) -> Reply:
         """chat() in a worker thread."""
         ...
 

@@ -1,10 +1,11 @@
 """Creation paths benchmark; prints ONE JSON line (never asserts).
 
-For each case (instruction edit, draft, enhance, animate; others append theirs to CASES) Atelier end to end (submit ->
-runner -> arbiter -> tiny model -> PNG + history) vs the raw diffusers pipeline call on the same tiny model,
-settings and seed, interleaved, as medians and their ratio (target <= 1.05). Also the draft's time as a fraction
-of the full render at the same size (target <= 0.25). Work the raw call does not do is off, as a user may set it:
-the safety checker always, CLIP scoring unless --scoring (it then adds one CLIP image+text pass per image).
+For each case (instruction edit, draft, enhance, animate, blend, blend-redux, edit-klein, edit-multi; others
+append theirs to CASES) Atelier end to end (submit -> runner -> arbiter -> tiny model -> PNG + history) vs the
+raw diffusers pipeline call on the same tiny model, settings and seed, interleaved, as medians and their ratio
+(target <= 1.05). Also the draft's time as a fraction of the full render at the same size (target <= 0.25).
+Work the raw call does not do is off, as a user may set it: the safety checker always, CLIP scoring unless
+--scoring (it then adds one CLIP image+text pass per image).
 
 python -m bench.creation [--size 128] [--repeats 5] [--only edit,draft] [--device auto] [--scoring]
 """
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.creation_blend import BLEND_CASES, prepare_blend
 from bench.creation_video import animate_atelier, animate_raw, prepare_video
 from engine.config import Generation, Gpu, Paths, Settings
 from engine.config_quality import Scoring
@@ -137,6 +139,7 @@ CASES: list[Case] = [
     Case("draft", draft_atelier, draft_raw),
     Case("enhance", enhance_atelier, enhance_raw),
     Case("animate", animate_atelier, animate_raw),  # bench.creation_video
+    *(Case(name, ours, raw) for name, ours, raw in BLEND_CASES),  # bench.creation_blend: blend, Klein edits
 ]
 
 
@@ -233,6 +236,7 @@ async def prepare(svc: Engine, size: int) -> Bench:
     draft = await svc.wait(draft_id, 600)
     b.inputs = {"source": source, "source_path": str(path), "draft_job": draft,
                 "draft_image": Image.open(draft.result["images"][0]).convert("RGB")}  # fmt: skip
+    await prepare_blend(b)
     return b
 
 

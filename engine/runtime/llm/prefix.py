@@ -91,7 +91,7 @@ def save_state(llama: Any) -> SavedState:
     size = llama_cpp.llama_state_seq_get_size(ctx, 0)
     buf = (ctypes.c_uint8 * size)()
     written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
-    return SavedState(tuple(int(t) for t in llama._input_ids), bytes(buf[:written]))  # the n_tokens live ones
+    return SavedState(tuple(llama._input_ids.tolist()), ctypes.string_at(buf, written))  # the live tokens
 
 
 def restore_state(llama: Any, state: SavedState) -> bool:

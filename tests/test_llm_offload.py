@@ -87,8 +87,8 @@ def test_quantized_kv_cache_needs_flash_attn():
 
 def test_real_load_with_flash_attn_and_q8_0_cache(monkeypatch):
     seen: list[dict] = []
-    real_llama = llama_cpp.Llama
-    monkeypatch.setattr(llama_cpp, "Llama", lambda **kw: seen.append(kw) or real_llama(**kw))
+    real_llama = llama_model_module.prefix_llama_class()
+    monkeypatch.setattr(llama_model_module, "prefix_llama_class", lambda: lambda **kw: seen.append(kw) or real_llama(**kw))
     model = LlamaModel({**PRESET, "n_ctx": 512, "flash_attn": True, "kv_cache_type": "q8_0"})
     model.load("cpu")
     try:

@@ -108,6 +108,10 @@ async def test_run_web_serves_the_api_beside_the_bot(tmp_path, monkeypatch, tiny
                 except httpx.ConnectError:
                     await asyncio.sleep(0.1)
             assert r.json() == {"status": "ok"}
+            # the fake refuses the command sync (404): the bot logs it and runs on, and so does the web front
+            await fake.wait_for(lambda: fake.find("PUT", r"/applications/\d+/commands$"), what="command sync")
+            await asyncio.sleep(0.2)
+            assert not task.done()
             assert (await c.get("/v1/history")).status_code == 401
     finally:
         task.cancel()

@@ -72,12 +72,16 @@ class AtelierBot(commands.Bot):
             metrics.loop_stalls.inc()
 
     async def _sync(self) -> None:
-        for gid in self.settings.discord.sync_guilds:
-            guild = discord.Object(id=gid)
-            self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)
-        if not self.settings.discord.sync_guilds:
-            await self.tree.sync()
+        """Publish the slash commands; a refused sync is logged and the bot runs on with the last published set."""
+        try:
+            for gid in self.settings.discord.sync_guilds:
+                guild = discord.Object(id=gid)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+            if not self.settings.discord.sync_guilds:
+                await self.tree.sync()
+        except discord.HTTPException as e:
+            log.warning("slash commands not synced (Discord said %s %s): the last published set stays", e.status, e.text)
 
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import mmap
 import threading
 import time
 import weakref
@@ -20,12 +21,13 @@ from engine.runtime.managed import Managed
 class TinyModel:
     """A Managed nn.Linear stack with a declared footprint."""
 
-    def __init__(self, name: str, est_mib: float, kind: str = "test", width: int = 8, delay_s: float = 0.0):
+    def __init__(self, name: str, est_mib: float, kind: str = "test", resident_mib: int = 0, delay_s: float = 0.0):
         self.name, self.kind = name, kind
         self.est = int(est_mib * MIB)
-        self.width = width
+        self.resident_mib = resident_mib  # fresh anonymous pages, written at load: a footprint RSS always shows
         self.delay_s = delay_s
         self.module: nn.Module | None = None
+        self.pages: mmap.mmap | None = None
         self.load_calls: list[str] = []
         self.unload_calls = 0
         self.fail_next = False
@@ -41,12 +43,19 @@ class TinyModel:
             self.fail_next = False
             raise OSError(f"weights for {self.name} are corrupt")
         if self.module is None:
-            self.module = nn.Sequential(nn.Linear(self.width, self.width), nn.Linear(self.width, self.width))
+            self.module = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
             self.module.to(device)
+        if self.resident_mib and self.pages is None:
+            self.pages = mmap.mmap(-1, self.resident_mib * MIB)
+            for offset in range(0, len(self.pages), mmap.PAGESIZE):
+                self.pages[offset] = 1
 
     def unload(self) -> None:
         self.unload_calls += 1
         self.module = None
+        if self.pages is not None:
+            self.pages.close()
+            self.pages = None
 
     @property
     def loaded(self) -> bool:
@@ -232,19 +241,15 @@ async def test_unknown_model_and_duplicate_registration() -> None:
 
 async def test_measured_footprint_with_real_rss_drives_planning() -> None:
     arb = Arbiter(budget_bytes=100 * MIB, device="cpu")  # real /proc/self/statm probe
-    # declares 1 MiB but two 3072x3072 fp32 layers are ~72 MiB; each weight (36 MiB) is above glibc's largest
-    # mmap threshold (32 MiB), so it gets fresh pages and shows in RSS even after earlier tests freed memory
-    big = TinyModel("big", 1, width=3072)
+    # declares 1 MiB but writes 72 MiB of fresh anonymous pages at load (malloc could reuse memory earlier tests
+    # freed, which RSS would not show)
+    big = TinyModel("big", 1, resident_mib=72)
     small = TinyModel("small", 40)
     arb.register(big)
     arb.register(small)
     gc.collect()  # earlier tests' garbage, freed by a collection during the load, would hide the growth
-    gc.disable()
-    try:
-        async with arb.use("big"):
-            pass
-    finally:
-        gc.enable()
+    async with arb.use("big"):
+        pass
     snap = {s["name"]: s for s in arb.snapshot()}["big"]
     assert snap["measured_bytes"] >= 64 * MIB
     assert snap["planned_bytes"] == snap["measured_bytes"] > snap["est_bytes"]

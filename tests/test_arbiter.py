@@ -21,16 +21,16 @@ from engine.runtime.managed import Managed
 class TinyModel:
     """A Managed nn.Linear stack with a declared footprint."""
 
-    def __init__(self, name: str, est_mib: float, kind: str = "test", resident_mib: int = 0, delay_s: float = 0.0):
-        self.name, self.kind = name, kind
-        self.est = int(est_mib * MIB)
+    def __init__(
+        self, name: str, est_mib: float, kind: str = "test", width: int = 8, delay_s: float = 0.0, resident_mib: int = 0
+    ):
+        self.name, self.kind, self.width = name, kind, width
+        self.est, self.delay_s = int(est_mib * MIB), delay_s
         self.resident_mib = resident_mib  # fresh anonymous pages, written at load: a footprint RSS always shows
-        self.delay_s = delay_s
         self.module: nn.Module | None = None
         self.pages: mmap.mmap | None = None
         self.load_calls: list[str] = []
-        self.unload_calls = 0
-        self.fail_next = False
+        self.unload_calls, self.fail_next = 0, False
 
     def estimate_bytes(self) -> int:
         return self.est
@@ -43,19 +43,17 @@ class TinyModel:
             self.fail_next = False
             raise OSError(f"weights for {self.name} are corrupt")
         if self.module is None:
-            self.module = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+            self.module = nn.Sequential(nn.Linear(self.width, self.width), nn.Linear(self.width, self.width))
             self.module.to(device)
         if self.resident_mib and self.pages is None:
             self.pages = mmap.mmap(-1, self.resident_mib * MIB)
-            for offset in range(0, len(self.pages), mmap.PAGESIZE):
-                self.pages[offset] = 1
+            self.pages.write(b"\1" * len(self.pages))
 
     def unload(self) -> None:
         self.unload_calls += 1
-        self.module = None
-        if self.pages is not None:
-            self.pages.close()
-            self.pages = None
+        self.module, pages, self.pages = None, self.pages, None
+        if pages is not None:
+            pages.close()
 
     @property
     def loaded(self) -> bool:

@@ -55,7 +55,7 @@ def make_runner(db: Database, handlers: dict, s: Settings | None = None, **kw) -
     s = s or settings()
     jobs = JobStore(db, s.queue)
     arbiter = Arbiter(budget_bytes=8 * MIB, device="cpu", probe=lambda: 0)
-    arbiter.register(TinyModel("tiny", 1, kind="diffusion"))
+    arbiter.register(TinyModel("tiny", 1, kind="diffusion", width=4))
     runner = JobRunner(jobs, arbiter, handlers, s, "w-test", poll_s=0.02, cancel_poll_s=0.02, **kw)
     rec = Recorder(jobs)
     runner.subscribe(rec)

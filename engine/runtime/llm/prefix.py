@@ -21,16 +21,6 @@ MIN_GAIN_TOKENS = 16  # restoring a state costs a copy; below this many extra sh
 MAX_ENTRIES = 16  # a few per step kind: choose, one fill per tool, reply
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens a and b share."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 @dataclass(frozen=True)
 class SavedState:
     """The tokens of sequence 0 and llama.cpp's state data for them."""
@@ -58,9 +48,11 @@ class PrefixStates:
 
     def best(self, tokens: Sequence[int]) -> tuple[SavedState, int] | None:
         """The saved state sharing the longest prefix with `tokens`, and that length (None when none shares any)."""
+        from llama_cpp import Llama
+
         found, length = None, 0
         for state in self._states.values():
-            n = common_prefix(state.tokens, tokens)
+            n = Llama.longest_token_prefix(state.tokens, tokens)
             if n > length:
                 found, length = state, n
         if found is None:
@@ -117,7 +109,7 @@ def restore_best(llama: Any, states: PrefixStates, tokens: Sequence[int]) -> Non
     if found is None:
         return
     state, shared = found
-    live = common_prefix(llama._input_ids, tokens)
+    live = llama.longest_token_prefix(llama._input_ids, tokens)
     if shared - live >= MIN_GAIN_TOKENS and restore_state(llama, state):
         states.hits += 1
 

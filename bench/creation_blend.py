@@ -45,8 +45,8 @@ def _raw_image(pipe: Any, seed: int, **kw: Any) -> Image.Image:
     return to_pil(out.images[0])
 
 
-async def _first(b: Bench, payload: dict) -> Image.Image:
-    return Image.open((await b.job(payload))["images"][0]).convert("RGB")
+async def _first(b: Bench, payload: dict) -> str:
+    return str((await b.job(payload))["images"][0])
 
 
 def _logo(size: int) -> Image.Image:
@@ -102,7 +102,7 @@ def _raw_pipes(b: Bench, folders: dict[str, Any]) -> dict[str, Any]:
     return pipes
 
 
-async def _blend_atelier(b: Bench, seed: int, preset: str) -> Image.Image:
+async def _blend_atelier(b: Bench, seed: int, preset: str) -> str:
     paths = [b.inputs["source_path"], b.inputs["logo_path"]]
     payload = await blend_payload(
         b.svc, paths, user_id=1, guild_id=1, weights=WEIGHTS, preset=preset, seed=seed
@@ -111,7 +111,7 @@ async def _blend_atelier(b: Bench, seed: int, preset: str) -> Image.Image:
 
 
 # ----- blend: IP-Adapter on the tiny SD -----
-async def blend_atelier(b: Bench, seed: int) -> Image.Image:
+async def blend_atelier(b: Bench, seed: int) -> str:
     """/blend's payload through the whole stack (IP-Adapter, weights 1,0.5)."""
     return await _blend_atelier(b, seed, "bench-blend")
 
@@ -143,7 +143,7 @@ def blend_raw(b: Bench, seed: int) -> Image.Image:
 
 
 # ----- blend-redux: FLUX Redux prior on the tiny FLUX -----
-async def redux_atelier(b: Bench, seed: int) -> Image.Image:
+async def redux_atelier(b: Bench, seed: int) -> str:
     """/blend's payload on a FLUX preset with a Redux prior."""
     return await _blend_atelier(b, seed, "bench-redux")
 
@@ -173,12 +173,12 @@ def _edit_payload(b: Bench, seed: int) -> dict:
             "source_image": b.inputs["source_path"]}  # fmt: skip
 
 
-async def klein_atelier(b: Bench, seed: int) -> Image.Image:
+async def klein_atelier(b: Bench, seed: int) -> str:
     """An edit job on the Klein preset from the bench's source image."""
     return await _first(b, _edit_payload(b, seed))
 
 
-async def multi_atelier(b: Bench, seed: int) -> Image.Image:
+async def multi_atelier(b: Bench, seed: int) -> str:
     """The same edit with a second source image (edit_images)."""
     return await _first(b, _edit_payload(b, seed) | {"edit_images": [b.inputs["logo_path"]]})
 
@@ -201,7 +201,7 @@ def multi_raw(b: Bench, seed: int) -> Image.Image:
     return _klein(b, seed, [b.inputs["source"], b.inputs["logo"]])
 
 
-Atelier = Callable[[Any, int], Awaitable[Image.Image]]
+Atelier = Callable[[Any, int], Awaitable[str]]
 Raw = Callable[[Any, int], Image.Image]
 BLEND_CASES: list[tuple[str, Atelier, Raw]] = [
     ("blend", blend_atelier, blend_raw),

@@ -43,15 +43,13 @@ async def prepare_video(b: Bench) -> None:
     b.raw["animate"] = pipe
 
 
-async def animate_atelier(b: Bench, seed: int) -> Image.Image:
-    """One 'animate' job through the whole stack; the first frame of its MP4."""
-    from engine.video import read_frames
-
+async def animate_atelier(b: Bench, seed: int) -> str:
+    """One 'animate' job through the whole stack; the path of its MP4."""
     payload = {"prompt": PROMPT, "preset": "bench-video", "frames": FRAMES, "fps": FPS, "seed": seed}
     job = await b.svc.wait(await b.svc.submit("animate", payload, user_id=1, guild_id=1), 600)
     if job.state != "done" or job.result is None:
         raise RuntimeError(f"bench job {job.id} {job.state}: {job.error}")
-    return Image.fromarray(read_frames(job.result["images"][0])[0])
+    return str(job.result["images"][0])
 
 
 def animate_raw(b: Bench, seed: int) -> Image.Image:

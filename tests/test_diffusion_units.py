@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import numpy as np
@@ -20,6 +21,7 @@ from engine.runtime.diffusion import (
     aspect_size,
     build_request,
     is_spoiler,
+    png_bytes,
     read_png_meta,
     save_png,
 )
@@ -140,6 +142,16 @@ def test_png_metadata_round_trip(tmp_path) -> None:
     )
     with Image.open(path) as im:
         assert im.size == (64, 48)
+
+
+def test_saved_pngs_use_the_faster_zlib_level_and_stay_lossless() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    data = png_bytes(Image.fromarray(pixels), {"prompt": "p"})
+    idat = data.index(b"IDAT") + 4
+    assert data[idat + 1] >> 6 == 1  # the zlib header's FLEVEL: 1 for levels 2-5 (Pillow's default, 6, writes 2)
+    with Image.open(io.BytesIO(data)) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), pixels)
 
 
 def test_png_without_metadata_reads_as_none(tmp_path) -> None:

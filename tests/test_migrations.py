@@ -120,3 +120,24 @@ def test_failed_migration_rolls_back(tmp_path, monkeypatch):
     with sqlite3.connect(path) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == 0
         assert c.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0] == 0
+
+
+async def test_a_transaction_runs_whole_in_one_trip_or_not_at_all(tmp_path):
+    async with Database(tmp_path / "t.db") as db:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+
+        def two(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (1)")
+            conn.execute("INSERT INTO t VALUES (2)")
+            return conn.execute("SELECT SUM(x) FROM t").fetchone()[0]
+
+        def broken(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t VALUES (3)")
+            raise ValueError("halfway")
+
+        assert await db.transaction(two) == 3
+        with pytest.raises(ValueError, match="halfway"):
+            await db.transaction(broken)
+        assert [tuple(r) for r in await db.fetchall("SELECT x FROM t ORDER BY x")] == [(1,), (2,)]
+        assert await db.execute("INSERT INTO t VALUES (4)") > 0 and await db.execute("UPDATE t SET x = 0") == 3
+        assert not db.writer.in_transaction  # nothing left open for the next writer

@@ -106,12 +106,8 @@ async def test_jobs_run_through_the_arbiter_off_the_event_loop(db) -> None:
     assert sorted(rec.posted) == ids and sorted(j.id for j in rec.done) == ids
 
 
-async def test_progress_reaches_subscribers_latest_first_and_the_store_is_written_sparingly(db) -> None:
-    async def generate(job: Job, ctx: JobContext) -> dict:
-        await ctx.to_thread(stepper, ctx, 20, 0.01)
-        return {}
-
-    runner, rec = make_runner(db, {"generate": generate}, progress_interval_s=0.2)
+def progress_writes(runner: JobRunner) -> list[dict]:
+    """Every progress row the runner writes to the store, in order."""
     writes: list[dict] = []
     record = runner.jobs.progress
 
@@ -120,13 +116,35 @@ async def test_progress_reaches_subscribers_latest_first_and_the_store_is_writte
         await record(job_id, data)
 
     runner.jobs.progress = counted  # type: ignore[method-assign]
+    return writes
+
+
+async def stepped_job(db, steps: int, delay_s: float, interval_s: float) -> tuple[JobRunner, list[int], list[dict]]:
+    """Run one job of `steps` steps; (the runner, the steps its subscribers saw, the progress rows written)."""
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        await ctx.to_thread(stepper, ctx, steps, delay_s)
+        return {}
+
+    runner, rec = make_runner(db, {"generate": generate}, progress_interval_s=interval_s)
+    writes = progress_writes(runner)
     jid = await runner.jobs.enqueue(A, 1, 2, "generate", {})
     await run_all(runner)
-    steps = [s for (j, s, t) in rec.progress if j == jid]
+    assert (await runner.jobs.get(jid)).state == "done"
+    return runner, [s for (j, s, t) in rec.progress if j == jid], writes
+
+
+async def test_progress_reaches_subscribers_latest_first_and_the_store_is_written_sparingly(db) -> None:
+    runner, steps, writes = await stepped_job(db, 20, 0.03, 0.2)
     assert steps[0] == 1 and steps[-1] == 20 and steps == sorted(steps)
     assert len(steps) > len(writes)  # subscribers see what arrives; the store records one step per 200 ms
     assert 2 <= len(writes) < 20 and writes[-1] == {"step": 20, "total": 20}
-    assert (await runner.jobs.get(jid)).progress == {"step": 20, "total": 20}
+    assert (await runner.jobs.get(1)).progress == {"step": 20, "total": 20}
+
+
+async def test_a_job_shorter_than_the_progress_interval_writes_no_progress_row(db) -> None:
+    _, steps, writes = await stepped_job(db, 5, 0.0, 30)
+    assert steps[-1] == 5 and writes == []  # the subscribers still see every update; the store none
 
 
 async def test_a_preview_is_never_thrown_away_while_updates_coalesce(db) -> None:

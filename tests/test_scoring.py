@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from engine.config_quality import Scoring
 from engine.core import Engine
 from engine.jobs.determinism import check_determinism
 from engine.jobs.result import JobResult
+from engine.runtime.lane import THREAD_NAME
 from engine.runtime.scoring import ClipScorer, ensure_tiny_clip
 from engine.store.history import Scope
 
@@ -71,6 +73,28 @@ async def test_every_result_is_scored_stored_in_history_and_shown(svc):
     assert f"CLIP {scores[0]:.1f}, {scores[1]:.1f}" in result_notes(out.params)
     scorer = next(s for s in svc.arbiter.snapshot() if s["kind"] == "scorer")
     assert scorer["loads"] == 1  # loaded behind the arbiter, like every model
+
+
+async def test_on_cpu_the_render_and_its_score_run_in_the_one_compute_thread(svc, monkeypatch):
+    from engine.runtime.diffusion.pipeline import DiffusionModel
+
+    threads: dict[str, set[str]] = {"render": set(), "score": set()}
+
+    def spy(owner: type, attr: str, label: str) -> None:
+        real = getattr(owner, attr)
+
+        def wrapper(*args, **kwargs):
+            threads[label].add(threading.current_thread().name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, attr, wrapper)
+
+    spy(DiffusionModel, "_call_pipeline", "render")
+    spy(ClipScorer, "score", "score")
+    for seed in (5, 6):
+        await run(svc, {"prompt": "a lighthouse", "preset": "tiny", "seed": seed})
+    assert threads["render"] == threads["score"] and len(threads["render"]) == 1
+    assert next(iter(threads["render"])).startswith(THREAD_NAME)
 
 
 async def test_best_of_draws_n_and_orders_them_best_first(svc):

@@ -83,5 +83,5 @@ class LocalClips:
         """Render the frames (the model pinned while busy, off the event loop) and encode them."""
         model = await self.models.video_model(await self.models.image_preset(spec.preset))
         async with self.models.arbiter.use(model.name):
-            frames = await ctx.to_thread(model.render, spec.req, ctx.progress, ctx.should_cancel)
+            frames = await self.models.arbiter.lane.run(model.render, spec.req, ctx.progress, ctx.should_cancel)
         return await ctx.to_thread(encode_clip, frames, spec)

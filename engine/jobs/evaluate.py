@@ -60,7 +60,7 @@ class Evaluator:
         if scorer is None:
             return None
         async with self.arbiter.use(scorer.name):
-            return await ctx.to_thread(scorer.score, prompt, images)
+            return await self.arbiter.lane.run(scorer.score, prompt, images)
 
 
 def best_first(scores: list[float]) -> list[int]:

@@ -36,7 +36,7 @@ from engine.jobs.style_codes import shared_preset, shared_style
 from engine.presets import ImagePreset
 from engine.runtime.arbiter import ModelTooLarge
 from engine.runtime.diffusion.errors import GenerationFailed, ImageWithheld, InvalidRequest, ModelNotAvailable
-from engine.runtime.diffusion.request import build_request, short_errors
+from engine.runtime.diffusion.request import GenerationRequest, build_request, short_errors
 from engine.runtime.diffusion.safety import is_spoiler
 from engine.runtime.models import ModelRegistry
 from engine.runtime.render import Renderer
@@ -292,9 +292,21 @@ class GenerationHandlers:
         if plan.post is not None:
             post = plan.post
             images = await ctx.to_thread(lambda: [post(im) for im in images])
-        rate = record_rate(self.store, self.models.arbiter.device, plan.preset["name"], req.steps,
-                           req.width * req.height, req.batch, time.monotonic() - started)  # fmt: skip
-        _, scores = await asyncio.gather(rate, self._scores(plan, images, ctx))  # the store write while CLIP runs
+        rate = asyncio.ensure_future(record_rate(  # the store write while CLIP scores and the PNGs are written
+            self.store, self.models.arbiter.device, plan.preset["name"], req.steps, req.width * req.height,
+            req.batch, time.monotonic() - started))  # fmt: skip
+        try:
+            return await self._scored(job, ctx, plan, req, images, withheld)
+        finally:  # a failed estimate update never costs the user the images
+            (failed,) = await asyncio.gather(rate, return_exceptions=True)
+            if isinstance(failed, Exception):
+                log.warning("could not record the time rate of preset %s: %s", plan.preset["name"], failed)
+
+    async def _scored(
+        self, job: Job, ctx: JobContext, plan: Plan, req: GenerationRequest, images: list, withheld: ImageWithheld | None
+    ) -> dict:  # fmt: skip
+        """Score the rendered images (the best first for best-of), then deliver them with their params."""
+        scores = await self._scores(plan, images, ctx)
         if scores is not None and plan.extra.get("best_of"):  # the best first; the others follow
             order = best_first(scores)
             images, scores = [images[i] for i in order], [scores[i] for i in order]

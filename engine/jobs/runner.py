@@ -137,7 +137,7 @@ class JobRunner:
         self.active: dict[int, JobContext] = {}
         self._tasks: set[asyncio.Task] = set()
         self._subscribers: list[Any] = []
-        self._recorded: dict[int, float] = {}  # job id -> when its progress was last written
+        self._recorded: dict[int, tuple[float, float | None]] = {}  # job id -> (its start, its last progress write)
         self._wake = asyncio.Event()
         self._main: asyncio.Task | None = None
         self._stopping = False
@@ -152,15 +152,17 @@ class JobRunner:
         return lambda: self._subscribers.remove(subscriber) if subscriber in self._subscribers else None
 
     async def _emit_progress(self, job_id: int, step: int, total: int, preview: Any) -> None:
-        now = time.monotonic()  # the store records at most one step per progress_interval_s, and the last
-        if step >= total or now - self._recorded.get(job_id, float("-inf")) >= self.progress_interval_s:
-            self._recorded[job_id] = now
+        # the store records at most one step per progress_interval_s, counted from the job's start (a job
+        # shorter than that writes none), and the last step of a job that wrote one before
+        now = time.monotonic()
+        started, written = self._recorded.get(job_id, (now, None))
+        since = now - (started if written is None else written)
+        if since >= self.progress_interval_s or (step >= total and written is not None):
+            self._recorded[job_id] = (started, now)
             try:
                 await self.jobs.progress(job_id, {"step": step, "total": total})
             except Exception:
                 log.exception("could not record progress of job %s", job_id)
-            if step >= total:
-                self._recorded.pop(job_id, None)
         for sub in list(self._subscribers):
             await _call(getattr(sub, "on_progress", None), job_id, step, total, preview)
 
@@ -274,6 +276,7 @@ class JobRunner:
 
     async def _run(self, job: Job) -> Job:
         ctx = JobContext(job, self, asyncio.get_running_loop())
+        self._recorded[job.id] = (time.monotonic(), None)
         self.active[job.id] = ctx
         watcher = asyncio.get_running_loop().create_task(self._watch(ctx))
         try:

@@ -31,9 +31,9 @@ class SourceImages:
 
     async def read(self, path: str, ctx: JobContext, what: str) -> Image.Image:
         """Decode an image file with the upload limits."""
-        try:
-            data = await ctx.to_thread(Path(path).read_bytes)
-            return await ctx.to_thread(decode_image, data, **image_limits(self.settings.images))
+        limits = image_limits(self.settings.images)
+        try:  # read and decode in one trip off the event loop
+            return await ctx.to_thread(lambda: decode_image(Path(path).read_bytes(), **limits))
         except OSError as e:
             raise JobFailed(f"{what} cannot be read ({path}): {e.strerror or e}") from None
         except BadImage as e:

@@ -83,9 +83,9 @@ def worker_jobs_key(worker_id: str) -> str:
 
 
 def png(image: Any) -> bytes:
-    """Lossless PNG bytes of a PIL image."""
+    """Lossless PNG bytes of a PIL image (zlib level 1: transport only, the bot writes the saved file)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

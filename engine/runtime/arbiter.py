@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.config import Gpu
 from engine.runtime.devices import MIB, Probe, device_budget, resolve_device
+from engine.runtime.lane import ComputeLane
 from engine.runtime.managed import Managed
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,8 @@ class Arbiter:
         self._subscribers: list[Callable[[Event], Any]] = []
         self._sweeper: asyncio.Task | None = None
         self._pending: set[asyncio.Future] = set()
-        self.loads = 0
-        self.evictions = 0
-        self.unloads = 0
+        self.loads = self.evictions = self.unloads = 0
+        self.lane = ComputeLane(self.device)  # where model work runs (one thread on CPU)
 
     def register(self, model: Managed, ttl_s: float | None = None) -> None:
         """Add a model (not loaded); ttl_s overrides gpu.idle_ttl_s for it."""
@@ -255,7 +255,7 @@ class Arbiter:
         start = time.perf_counter()
         try:
             before = await asyncio.to_thread(self._sample)
-            await asyncio.to_thread(slot.model.load, self.device)
+            await self.lane.load(slot.model.load, slot.model.kind, self.device)
             after = await asyncio.to_thread(self._sample)
         except BaseException as e:
             await asyncio.to_thread(self._release_quietly, slot.model)
@@ -359,6 +359,7 @@ class Arbiter:
                     log.warning("closing %s while %d job(s) still use it", slot.model.name, slot.busy)
                 await asyncio.to_thread(slot.model.close)
                 slot.state = "unloaded"
+        self.lane.close()
 
     @property
     def used_bytes(self) -> int:

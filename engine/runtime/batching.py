@@ -194,10 +194,10 @@ class DiffusionBatcher:
             if len(items) == 1:
                 it = items[0]
                 try:
-                    return [await asyncio.to_thread(loaded.generate, it.req, it.progress, it.should_cancel)]
+                    return [await self.arbiter.lane.run(loaded.generate, it.req, it.progress, it.should_cancel)]
                 except Exception as e:  # noqa: BLE001 - handed to the one waiting request
                     return [e]
-            return await asyncio.to_thread(
+            return await self.arbiter.lane.run(
                 generate_group,
                 loaded,
                 [i.req for i in items],

@@ -62,7 +62,7 @@ class LocalRenderer:
         async with contextlib.AsyncExitStack() as stack:
             m = await stack.enter_async_context(self.arbiter.use(model.name))
             up = await stack.enter_async_context(self.arbiter.use(upscaler.name)) if upscaler else None
-            return await ctx.to_thread(
+            return await self.arbiter.lane.run(
                 m.upscale, image, factor, prompt, seed, up,
                 progress=ctx.progress, should_cancel=ctx.should_cancel, **kw,
             )  # fmt: skip

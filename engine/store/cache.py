@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
-from engine.store.db import Database, fetch_first
+from engine.store.db import Database
 from engine.store.history import Generation
 
 
@@ -34,16 +35,19 @@ class ResultCache:
     async def put(self, key: str, generation_id: int, max_entries: int, now: float | None = None) -> None:
         """Remember `key` → generation (replacing an older entry), then trim to max_entries."""
         now = time.time() if now is None else now
-        async with self.db.write() as conn:
-            await conn.execute(
+
+        def keep(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT OR REPLACE INTO result_cache (key, generation_id, created_at) VALUES (?, ?, ?)",
                 (key, generation_id, now),
             )
-            await conn.execute(
+            conn.execute(
                 "DELETE FROM result_cache WHERE key IN (SELECT key FROM result_cache"
                 " ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)",
                 (max_entries,),
             )
+
+        await self.db.transaction(keep)
 
     async def drop(self, key: str) -> None:
         """Forget one key (its images are gone)."""
@@ -70,18 +74,21 @@ class Costs:
 
     async def observe(self, preset: str, device: str, rate: float, weight: float = 0.3) -> float:
         """Fold one measured rate in (first = as is, then an exponential average); the new rate."""
-        async with self.db.write() as conn:
-            row = await fetch_first(
-                conn, "SELECT rate, samples FROM preset_rates WHERE preset = ? AND device = ?", (preset, device)
-            )
+
+        def fold(conn: sqlite3.Connection) -> float:
+            row = conn.execute(
+                "SELECT rate, samples FROM preset_rates WHERE preset = ? AND device = ?", (preset, device)
+            ).fetchone()
             new = rate if row is None else (1 - weight) * float(row[0]) + weight * rate
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO preset_rates (preset, device, rate, samples, updated_at) VALUES (?, ?, ?, 1, ?)"
                 " ON CONFLICT (preset, device) DO UPDATE SET rate = excluded.rate,"
                 " samples = preset_rates.samples + 1, updated_at = excluded.updated_at",
                 (preset, device, new, time.time()),
             )
-        return new
+            return new
+
+        return await self.db.transaction(fold)
 
     async def set_estimate(self, job_id: int, user_id: int, gpu_s: float) -> None:
         """Record a queued job's estimated GPU-seconds."""

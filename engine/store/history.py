@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.store.db import Database, TooBroad, fetch_first
+from engine.store.db import Database, TooBroad
 
 # bm25 weights per FTS column: prompt, negative, preset, style (prompt counts most).
 BM25 = "bm25(generations_fts, 10.0, 1.0, 2.0, 3.0)"
@@ -165,22 +165,25 @@ class History:
 
     async def record_for_job(self, job_id: int, row: dict[str, Any]) -> tuple[int, bool]:
         """Insert a job's history row unless the job has one: (generation_id, created), in one transaction."""
-        async with self.db.write() as conn:
-            found = await fetch_first(conn, "SELECT generation_id FROM generation_jobs WHERE job_id = ?", (job_id,))
+        params, images = json.dumps(row["params"], sort_keys=True), json.dumps(row["images"])
+
+        def insert(conn: sqlite3.Connection) -> tuple[int, bool]:
+            found = conn.execute("SELECT generation_id FROM generation_jobs WHERE job_id = ?", (job_id,)).fetchone()
             if found is not None:
                 return int(found[0]), False
-            cur = await conn.execute(
+            cur = conn.execute(
                 "INSERT INTO generations (user_id, guild_id, channel_id, prompt, negative, params, seed, model,"
                 " preset, style, images, parent_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    row["user_id"], row["guild_id"], row["channel_id"], row["prompt"], row["negative"],
-                    json.dumps(row["params"], sort_keys=True), row["seed"], row["model"], row["preset"],
-                    row["style"], json.dumps(row["images"]), row["parent_id"], time.time(),
+                    row["user_id"], row["guild_id"], row["channel_id"], row["prompt"], row["negative"], params,
+                    row["seed"], row["model"], row["preset"], row["style"], images, row["parent_id"], time.time(),
                 ),
             )  # fmt: skip
-            gen_id = int(cur.lastrowid)
-            await conn.execute("INSERT INTO generation_jobs (job_id, generation_id) VALUES (?, ?)", (job_id, gen_id))
+            gen_id = int(cur.lastrowid or 0)
+            conn.execute("INSERT INTO generation_jobs (job_id, generation_id) VALUES (?, ?)", (job_id, gen_id))
             return gen_id, True
+
+        return await self.db.transaction(insert)
 
     async def of_job(self, job_id: int) -> Generation | None:
         """The generation a job recorded (found after a retry), or None."""

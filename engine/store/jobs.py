@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.config import Queue
-from engine.store.db import Database, fetch_first
+from engine.store.db import Database
 
 DAY_S = 24 * 3600.0
 FINAL = ("done", "failed", "cancelled")
@@ -202,23 +202,25 @@ class JobStore:
             raise ValueError(f"the job kind must be a non-empty string, got {kind!r}")
         body, reply = _dumps(payload, "payload"), _dumps(reply_to or {}, "reply_to")
         now = self.clock()
-        async with self.db.write() as conn:
-            await self._check_quota(conn, user_id, now)
-            cur = await conn.execute(
+
+        def insert(conn: sqlite3.Connection) -> int:
+            self._check_quota(conn, user_id, now)
+            cur = conn.execute(
                 "INSERT INTO jobs (kind, user_id, guild_id, channel_id, payload, priority, max_attempts,"
                 " reply_to, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, user_id, guild_id, channel_id, body, priority, self.settings.max_attempts, reply, now),
             )
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
-    async def _check_quota(self, conn: Any, user_id: int, now: float) -> None:
+        return await self.db.transaction(insert)
+
+    def _check_quota(self, conn: sqlite3.Connection, user_id: int, now: float) -> None:
         quota = self.settings.daily_quota
-        used, oldest = await fetch_first(
-            conn,
+        used, oldest = conn.execute(
             "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE user_id = ? AND created_at > ?"
             " AND NOT (state = 'cancelled' AND started_at IS NULL)",
             (user_id, now - DAY_S),
-        )
+        ).fetchone()
         if used >= quota:
             wait_min = max(1, round((oldest + DAY_S - now) / 60))
             raise QuotaExceeded(
@@ -231,19 +233,22 @@ class JobStore:
         """Take the next job fairly (least recently served user first, then priority, then age) or None."""
         lease = lease_s if lease_s is not None else self.settings.lease_s
         now = self.clock()
-        async with self.db.write() as conn:
-            params = (self.settings.max_per_user, *(kinds or ()))
-            row = await fetch_first(conn, _claim_sql(kinds), params)
+        params = (self.settings.max_per_user, *(kinds or ()))
+
+        def take(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(_claim_sql(kinds), params).fetchone()
             if row is None:
                 return None
             # started_at doubles as the fairness clock, so it must strictly increase across claims
-            await conn.execute(
+            (taken,) = conn.execute(  # fetchall: a RETURNING statement left unfinished would block COMMIT
                 "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?,"
                 " attempts = attempts + 1, started_at = MAX(?, COALESCE((SELECT MAX(started_at)"
-                " FROM jobs), 0) + 0.0001) WHERE id = ?",
+                f" FROM jobs), 0) + 0.0001) WHERE id = ? RETURNING {COLUMNS}",
                 (worker_id, now + lease, now, row[0]),
-            )
-            return Job.from_row(await fetch_first(conn, f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (row[0],)))
+            ).fetchall()
+            return Job.from_row(taken)
+
+        return await self.db.transaction(take)
 
     async def heartbeat(self, job_id: int, worker_id: str, lease_s: float | None = None) -> bool:
         """Extend the lease; False if this worker no longer owns the running job."""
@@ -354,6 +359,4 @@ class JobStore:
         )
 
     async def _update(self, sql: str, params: tuple) -> bool:
-        async with self.db.write() as conn:
-            cur = await conn.execute(sql, params)
-            return cur.rowcount > 0
+        return await self.db.execute(sql, params) > 0

@@ -144,32 +144,35 @@ class Presets:
             (name, kind, user_id, guild_id, json.dumps(data, sort_keys=True), int(shipped), time.time()),
         )
 
-    async def _visible(self, kind: PresetKind, user_id: int, guild_id: int) -> list[Any]:
-        # Most specific first: the user's own, then the guild's, then global.
+    async def _visible(self, kind: PresetKind, user_id: int, guild_id: int, name: str | None = None) -> list[Any]:
+        # Most specific first: the user's own, then the guild's, then global (of one name, or of all).
         return await self.db.fetchall(
-            "SELECT * FROM presets WHERE kind = ? AND ((user_id = ? AND guild_id IN (0, ?))"
-            " OR (user_id = 0 AND guild_id = ?) OR (user_id = 0 AND guild_id = 0))"
+            "SELECT * FROM presets WHERE kind = ? AND (? IS NULL OR name = ?) AND ((user_id = ? AND guild_id IN"
+            " (0, ?)) OR (user_id = 0 AND guild_id = ?) OR (user_id = 0 AND guild_id = 0))"
             " ORDER BY name, (user_id != 0) DESC, (guild_id != 0) DESC",
-            (kind, user_id, guild_id, guild_id),
+            (kind, name, name, user_id, guild_id, guild_id),
         )
+
+    @staticmethod
+    def _entry(r: Any) -> dict[str, Any]:
+        scope = "user" if r["user_id"] else "guild" if r["guild_id"] else "global"
+        return {**json.loads(r["data"]), "name": r["name"], "scope": scope}
 
     async def list(self, kind: PresetKind, user_id: int = 0, guild_id: int = 0) -> list[dict[str, Any]]:
         """Visible presets, one per name, with 'name' and 'scope' (user/guild/global) added."""
         out: dict[str, dict[str, Any]] = {}
         for r in await self._visible(kind, user_id, guild_id):
             if r["name"] not in out:
-                scope = "user" if r["user_id"] else "guild" if r["guild_id"] else "global"
-                out[r["name"]] = {**json.loads(r["data"]), "name": r["name"], "scope": scope}
+                out[r["name"]] = self._entry(r)
         return list(out.values())
 
     async def resolve(
         self, kind: PresetKind, name: str, user_id: int = 0, guild_id: int = 0
     ) -> dict[str, Any]:
         """The most specific preset of that name, or UnknownEntry listing close names."""
-        key = name.strip().lower()
-        for p in await self.list(kind, user_id, guild_id):
-            if p["name"] == key:
-                return p
+        rows = await self._visible(kind, user_id, guild_id, name.strip().lower())
+        if rows:
+            return self._entry(rows[0])
         raise _unknown(f"{kind} preset", name, [p["name"] for p in await self.list(kind, user_id, guild_id)])
 
     async def delete(self, kind: PresetKind, name: str, *, user_id: int = 0, guild_id: int = 0) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -22,7 +21,7 @@ async def render_guided(
                 held[net.name] = await stack.enter_async_context(arbiter.use(net.name))
         loaded = await stack.enter_async_context(arbiter.use(model.name))
         modules = [held[n.name].module for n in nets]
-        return await asyncio.to_thread(loaded.generate, req, progress, should_cancel, modules)
+        return await arbiter.lane.run(loaded.generate, req, progress, should_cancel, modules)
 
 
 async def preprocess(
@@ -31,4 +30,4 @@ async def preprocess(
     """The control map of `image` for control type `kind` (the preprocessor is an arbiter client)."""
     pre = await models.control.preprocessor(kind)
     async with arbiter.use(pre.name) as loaded:
-        return await asyncio.to_thread(loaded.run, image, resolution)
+        return await arbiter.lane.run(loaded.run, image, resolution)

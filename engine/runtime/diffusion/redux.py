@@ -86,15 +86,19 @@ class ReduxPrior:
         import torch
 
         images, share = zip(*shares(ref), strict=True)
-        prompt = kw.pop("prompt")
+        prompt, n = kw.pop("prompt"), len(images)
         kw.pop("ip_adapter_image", None)
-        with torch.no_grad():
-            out = self._prior(
-                list(images), prompt=[prompt] * len(images), prompt_embeds_scale=list(share),
-                pooled_prompt_embeds_scale=list(share),
+        prior = self._prior
+        with torch.no_grad():  # the prompt is encoded once, not once per image (the same embedding, bit for bit)
+            text, pooled, _ = prior.encode_prompt(
+                prompt=[prompt], device=prior._execution_device, num_images_per_prompt=1, max_sequence_length=512
+            )
+            out = prior(
+                list(images), prompt_embeds=text.repeat(n, 1, 1), pooled_prompt_embeds=pooled.repeat(n, 1),
+                prompt_embeds_scale=list(share), pooled_prompt_embeds_scale=list(share),
             )  # fmt: skip
         embeds = out.prompt_embeds
-        embeds[:, -image_tokens(self._prior) :] *= ref.scale  # the image tokens come last
+        embeds[:, -image_tokens(prior) :] *= ref.scale  # the image tokens come last
         kw["prompt_embeds"], kw["pooled_prompt_embeds"] = embeds, out.pooled_prompt_embeds
 
     def clear(self) -> None:

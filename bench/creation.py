@@ -32,7 +32,7 @@ from PIL import Image
 
 from bench.creation_blend import BLEND_CASES, prepare_blend
 from bench.creation_video import animate_atelier, animate_raw, prepare_video
-from engine.config import Generation, Gpu, Paths, Settings
+from engine.config import Generation, Gpu, Paths, Queue, Settings
 from engine.config_quality import Scoring
 from engine.core import Engine
 
@@ -272,6 +272,7 @@ async def main(args: argparse.Namespace) -> dict:
                 draft_preset="bench-draft", enhance_preset="bench-full", enhance_strength=ENHANCE_STRENGTH,
             ),
             scoring=Scoring(enabled=args.scoring),
+            queue=Queue(daily_quota=100_000),  # one bench user submits hundreds of jobs
         )  # fmt: skip
         svc = await Engine.start(settings)
         try:

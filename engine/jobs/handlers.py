@@ -148,7 +148,7 @@ class GenerationHandlers:
     # ----- handlers -----
     async def generate(self, job: Job, ctx: JobContext) -> dict:
         """txt2img, or img2img/inpaint when a source (and mask) is given."""
-        if (done := await self._recorded(job)) is not None:
+        if (done := await self._retried(job)) is not None:
             return done
         p = parse_payload(GeneratePayload, job.payload, "generate")
         policy = await self._policy(job)
@@ -215,7 +215,7 @@ class GenerationHandlers:
 
     async def variation(self, job: Job, ctx: JobContext) -> dict:
         """img2img of a generation's image with its prompt and parameters, a new seed, strength ~0.6."""
-        if (done := await self._recorded(job)) is not None:
+        if (done := await self._retried(job)) is not None:
             return done
         p = parse_payload(VariationPayload, job.payload, "variation")
         policy, g, image, preset = await self._from_parent(job, ctx, p.generation_id, p.index)
@@ -238,7 +238,7 @@ class GenerationHandlers:
 
     async def upscale(self, job: Job, ctx: JobContext) -> dict:
         """2x/4x of one image of a generation (dedicated upscaler if configured, else tiled img2img)."""
-        if (done := await self._recorded(job)) is not None:
+        if (done := await self._retried(job)) is not None:
             return done
         p = parse_payload(UpscalePayload, job.payload, "upscale")
         policy, g, image, preset = await self._from_parent(job, ctx, p.generation_id, p.index)
@@ -354,6 +354,10 @@ class GenerationHandlers:
         if not created:  # another attempt of this job recorded first: its row is the truth
             return await self._recorded(job) or result_of(gen_id, row).model_dump()
         return result_of(gen_id, row).model_dump()
+
+    async def _retried(self, job: Job) -> dict | None:
+        """On a retry, the result an earlier attempt recorded (a first attempt has none: no read)."""
+        return await self._recorded(job) if job.attempts > 1 else None
 
     async def _recorded(self, job: Job) -> dict | None:
         """The result of an earlier attempt of this job that already wrote its history row, or None."""

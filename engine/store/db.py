@@ -18,13 +18,14 @@ T = TypeVar("T")
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """`fn(conn)` in one IMMEDIATE transaction on a plain sqlite3 connection (autocommit mode)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         out = fn(conn)
+        conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return out
 
 
@@ -48,18 +49,16 @@ def split_statements(script: str) -> list[str]:
 
 def apply_migrations(conn: sqlite3.Connection) -> tuple[int, int]:
     """Bring a plain sqlite3 connection (autocommit mode) to LATEST in one IMMEDIATE transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+
+    def migrate(conn: sqlite3.Connection) -> int:
         before = conn.execute("PRAGMA user_version").fetchone()[0]
         for version, sql in pending(before):
             for stmt in split_statements(sql):
                 conn.execute(stmt)
             conn.execute(f"PRAGMA user_version = {version}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return before, LATEST
+        return before
+
+    return _in_transaction(conn, migrate), LATEST
 
 
 def migrate_file(path: str | Path, busy_timeout_ms: int = 10_000) -> int:
@@ -80,12 +79,6 @@ def _pragmas(busy_ms: int) -> tuple[str, ...]:
         "PRAGMA synchronous = NORMAL",
         "PRAGMA foreign_keys = ON",
     )
-
-
-async def fetch_first(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-    """The first row of a query on `conn` (e.g. inside a write transaction), in one trip to its thread."""
-    rows = list(await conn.execute_fetchall(sql, tuple(params)))
-    return rows[0] if rows else None
 
 
 class Database:

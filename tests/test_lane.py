@@ -53,11 +53,11 @@ async def test_an_llm_loads_outside_the_lane_so_a_chat_never_waits_behind_a_rend
     try:
         render = asyncio.ensure_future(lane.run(release.wait, 5))  # a long render holds the lane
         await asyncio.sleep(0.05)
-        await asyncio.wait_for(lane.load(lambda d: where.update(llm=threading.current_thread().name), "llm", "cpu"), 2)
+        await asyncio.wait_for(lane.load(lambda d: where.update(llm=threading.current_thread().name), "llm"), 2)
         assert not where["llm"].startswith(THREAD_NAME) and not render.done()
         release.set()
         await render
-        await lane.load(lambda d: where.update(sd=threading.current_thread().name), "diffusion", "cpu")
+        await lane.load(lambda d: where.update(sd=threading.current_thread().name), "diffusion")
         assert where["sd"].startswith(THREAD_NAME)
     finally:
         release.set()

@@ -255,7 +255,7 @@ class Arbiter:
         start = time.perf_counter()
         try:
             before = await asyncio.to_thread(self._sample)
-            await self.lane.load(slot.model.load, slot.model.kind, self.device)
+            await self.lane.load(slot.model.load, slot.model.kind)
             after = await asyncio.to_thread(self._sample)
         except BaseException as e:
             await asyncio.to_thread(self._release_quietly, slot.model)

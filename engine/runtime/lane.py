@@ -39,13 +39,13 @@ class ComputeLane:
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
-    async def load(self, load: Callable[[str], None], kind: str, device: str) -> None:
-        """A model's load: in the lane, but an LLM's in a worker thread (llama.cpp runs its own threads, and a chat
-        must not wait behind a render)."""
+    async def load(self, load: Callable[[str], None], kind: str) -> None:
+        """A model's load onto this device: in the lane, but an LLM's in a worker thread (llama.cpp runs its own
+        threads, and a chat must not wait behind a render)."""
         if kind == "llm":
-            await asyncio.to_thread(load, device)
+            await asyncio.to_thread(load, self.device)
         else:
-            await self.run(load, device)
+            await self.run(load, self.device)
 
     def close(self) -> None:
         """Let the thread end once its queued work is done (a later run starts a new one)."""

@@ -3,14 +3,14 @@
 For each case (instruction edit, draft, enhance, animate, blend, blend-redux, edit-klein, edit-multi; others
 append theirs to CASES) Atelier end to end (submit -> runner -> arbiter -> tiny model -> PNG + history) vs the
 raw diffusers pipeline call on the same tiny model, settings and seed, in interleaved pairs (the order alternates),
-as medians and the median of the pairs' ratios (target <= 1.05): each pair runs back to back, so a shared
-machine's slow drift cancels out of its ratio. Atelier's time runs from submit to the delivered file; reading
-that file back for the pixel check is not timed. Also the draft's time as a fraction of the full render at the
-same size (target <= 0.25).
+as medians and the median of the pairs' ratios (target <= 1.05) with its 90 % bootstrap interval: each pair
+runs back to back, so a shared machine's slow drift cancels out of its ratio. Atelier's time runs from submit to
+the delivered file; reading that file back for the pixel check is not timed. Also the draft's time as a
+fraction of the full render at the same size (target <= 0.25).
 Work the raw call does not do is off, as a user may set it: the safety checker always, CLIP scoring unless
 --scoring (it then adds one CLIP image+text pass per image).
 
-python -m bench.creation [--size 128] [--repeats 11] [--min-seconds 20] [--only edit,draft] [--device auto] [--scoring]
+python -m bench.creation [--size 128] [--repeats 11] [--min-seconds 60] [--only edit,draft] [--device auto] [--scoring]
 """
 
 from __future__ import annotations
@@ -173,17 +173,26 @@ async def _timed(b: Bench, fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-async def measure(b: Bench, case: Case, repeats: int, min_s: float = 0.0) -> dict:
-    """Interleaved pairs of one case (a warm-up pair first): the medians and the median of the pairs' ratios.
+def _ci90(ratios: list[float], draws: int = 2000) -> list[float]:
+    """A 90 % bootstrap interval of the median pair ratio (fixed seed: the same pairs give the same interval)."""
+    r = np.asarray(ratios)
+    picks = np.random.default_rng(0).integers(0, len(r), size=(draws, len(r)))
+    medians = np.median(r[picks], axis=1)
+    return [round(float(np.percentile(medians, 5)), 3), round(float(np.percentile(medians, 95)), 3)]
 
-    At least `repeats` pairs, then more until the case has run `min_s` seconds (at most 5 × repeats): a short
+
+async def measure(b: Bench, case: Case, repeats: int, min_s: float = 0.0) -> dict:
+    """Interleaved pairs of one case (a warm-up pair first): the medians and the median of the pairs' ratios,
+    with its 90 % bootstrap interval.
+
+    At least `repeats` pairs, then more until the case has run `min_s` seconds (at most 12 × repeats): a short
     call's ratio is the noisiest on a shared machine.
     """
     await case.atelier(b, 0)
     case.raw(b, 0)
     ours, raw, equal = [], [], True
     start = time.perf_counter()
-    for i in range(5 * repeats):
+    for i in range(12 * repeats):
         if i >= repeats and time.perf_counter() - start >= min_s:
             break
         order = ("atelier", "raw") if i % 2 == 0 else ("raw", "atelier")
@@ -198,9 +207,10 @@ async def measure(b: Bench, case: Case, repeats: int, min_s: float = 0.0) -> dic
             (ours if which == "atelier" else raw).append(t)
         equal &= bool(np.array_equal(np.asarray(got["atelier"]), np.asarray(got["raw"])))
     a, r = statistics.median(ours), statistics.median(raw)
-    paired = statistics.median(x / y for x, y in zip(ours, raw, strict=True))  # each pair ran back to back
-    return {"atelier_ms": round(a * 1000, 1), "raw_ms": round(r * 1000, 1), "ratio": round(paired, 3),
-            "ratio_of_medians": round(a / r, 3), "pixels_equal": equal, "n": len(ours)}  # fmt: skip
+    ratios = [x / y for x, y in zip(ours, raw, strict=True)]  # each pair ran back to back
+    return {"atelier_ms": round(a * 1000, 1), "raw_ms": round(r * 1000, 1), "ratio": round(statistics.median(ratios), 3),
+            "ratio_ci90": _ci90(ratios), "ratio_of_medians": round(a / r, 3), "pixels_equal": equal,
+            "n": len(ours)}  # fmt: skip
 
 
 async def draft_fraction(b: Bench, repeats: int) -> dict:
@@ -299,7 +309,7 @@ def cli() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.creation", description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=128, help="square image side (multiple of 16)")
     p.add_argument("--repeats", type=int, default=11, help="interleaved pairs per case")
-    p.add_argument("--min-seconds", type=float, default=20.0, help="add pairs until a case ran this long")
+    p.add_argument("--min-seconds", type=float, default=60.0, help="add pairs until a case ran this long")
     p.add_argument("--only", default="", help="comma-separated case names")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--scoring", action="store_true", help="score every image with CLIP, as a default install does")

@@ -216,7 +216,7 @@ async def local_others(runner: JobRunner, batcher: DiffusionBatcher) -> int:
     """Jobs that may still join a batch: running ones not at the batcher yet, plus claimable queued ones."""
     running = len(runner.active) - batcher.batcher.inflight
     free = runner.concurrency - len(runner.active)
-    queued = (await runner.jobs.counts())["queued"] if free > 0 else 0
+    queued = await runner.jobs.queued() if free > 0 else 0
     return running + min(free, queued)
 
 

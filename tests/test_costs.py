@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,13 @@ async def test_vram_limits_use_the_arbiters_measured_footprint(start):
     measured = next(s["planned_bytes"] for s in svc.arbiter.snapshot() if s["name"] == "tiny")
     assert after.weights_bytes == measured < before.weights_bytes  # the tiny model is far below its claim
     assert after.max_side > before.max_side
+
+
+async def test_the_queued_cap_holds_for_submissions_racing_each_other(start):
+    svc = await start(worker=False, default_rate=100.0, max_queued_gpu_s=4.0)
+    job = {"prompt": "x", "preset": "tiny", "steps": 4}  # 1.6 s each: two fit under the cap
+    results = await asyncio.gather(*(svc.submit("generate", job, user_id=A) for _ in range(4)), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, InvalidRequest)]
+    assert len(refused) == 2 and all("your queued jobs already need about 3 GPU-seconds" in str(r) for r in refused)
+    assert (await svc.jobs.counts())["queued"] == 2  # the refused ones left nothing behind
+    assert await svc.store.costs.pending(user_id=A) == pytest.approx(2 * 100.0 * WORK, abs=0.02)

@@ -47,10 +47,11 @@ async def test_enqueue_claim_finish_roundtrip(db, tmp_path) -> None:
     assert job.payload == {"prompt": "a fox"} and job.reply_to == {"message_id": 9}
     assert job.lease_expires == pytest.approx(js.clock() + 30.0)
     assert await js.claim("w1") is None
-    assert await js.finish(jid, {"images": ["x.png"]}, "w1") is True
+    done = await js.finish(jid, {"images": ["x.png"]}, "w1")
+    assert done is not None and done.state == "done" and done.result == {"images": ["x.png"]}
     done = await js.get(jid)
     assert (done.state, done.result, done.final, done.posted) == ("done", {"images": ["x.png"]}, True, False)
-    assert await js.finish(jid, {"again": 1}) is False  # not running any more
+    assert await js.finish(jid, {"again": 1}) is None  # not running any more
     assert [j.id for j in await js.unposted_finished()] == [jid]
 
 
@@ -198,7 +199,7 @@ async def test_heartbeat_extends_only_the_owners_lease(db) -> None:
     assert await js.heartbeat(jid, "w1") is True
     assert (await js.get(jid)).lease_expires == clock.t + 30
     assert await js.heartbeat(jid, "w2") is False
-    assert await js.finish(jid, {}, worker_id="w2") is False  # a stale worker cannot finish it
+    assert await js.finish(jid, {}, worker_id="w2") is None  # a stale worker cannot finish it
 
 
 async def test_recover_requeues_fails_and_cancels_expired_leases(db) -> None:
@@ -246,3 +247,47 @@ async def test_progress_and_counts(db) -> None:
     await js.progress(jid, {"step": 3, "total": 8})
     assert (await js.get(jid)).progress == {"step": 3, "total": 8}
     assert await js.counts() == {"queued": 1, "running": 1, "done": 0, "failed": 0, "cancelled": 0}
+
+
+async def test_claim_many_takes_the_jobs_claim_would_take_in_one_go(db) -> None:
+    js = store(db, max_per_user=2)
+    await add(js, A, 3)
+    await add(js, B, 1)
+    taken = await js.claim_many(5, "w")
+    assert [j.user_id for j in taken] == [A, B, A]  # fair order; A's third waits for the per-user limit
+    assert all(j.state == "running" and j.lease_owner == "w" for j in taken)
+    assert len({j.started_at for j in taken}) == 3  # the fairness clock still moves per claim
+    assert await js.claim_many(2, "w") == []
+
+
+async def test_enqueue_claim_and_finish_do_not_read_the_users_whole_history(db) -> None:
+    """A user with thousands of past jobs: the quota, the fair claim and the close still read a handful of rows."""
+    clock = Clock()
+    js = store(db, clock, daily_quota=1000)
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    await db.writer.set_progress_handler(count, 50)  # counts SQLite VM steps, 50 at a time
+
+    async def one_job() -> int:
+        steps[0] = 0
+        job = await js.claim("w") if await js.enqueue(A, 5, 6, "generate", {}) else None
+        await js.finish(job.id, {})
+        return steps[0]
+
+    before = await one_job()
+    old = clock.t - 3 * 86_400  # done jobs from before the quota's day
+
+    def history(conn) -> None:
+        conn.executemany(
+            "INSERT INTO jobs (kind, user_id, guild_id, channel_id, payload, priority, max_attempts, reply_to,"
+            " created_at, state, started_at, finished_at, attempts) VALUES"
+            " ('generate', ?, 5, 6, '{}', 0, 3, '{}', ?, 'done', ?, ?, 1)",
+            [(A, old + i, old + i, old + i + 1) for i in range(5000)],
+        )
+
+    await db.transaction(history)
+    assert await one_job() <= 2 * before + 4

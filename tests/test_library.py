@@ -3,7 +3,7 @@
 import pytest
 
 from engine.autotag.normalize import TAGS_FILE, load_tags_file
-from engine.store.library import UnknownEntry
+from engine.store.library import Saved, UnknownEntry
 from engine.store.seed import (
     LIBRARY_FILES,
     PROMPTS_DIR,
@@ -116,3 +116,14 @@ async def test_user_and_guild_settings_merge(open_store):
     await store.settings.update("guild", 3, safety="spoiler")
     assert (await store.settings.get("guild", 3))["safety"] == "spoiler"
     assert await store.settings.get("user", 2) == {}
+
+
+async def test_a_requesters_user_and_guild_settings_come_back_from_one_read(open_store):
+    store = await open_store("pair.db")
+    await store.settings.update("user", 1, preset="sdxl")
+    await store.settings.update("guild", 3, safety="spoiler")
+    await store.settings.update("guild", 0, safety="off")  # no guild: never read as one
+    both = await store.settings.pair(1, 3)
+    assert (both.user, both.guild) == ({"preset": "sdxl"}, {"safety": "spoiler"})
+    assert (await store.settings.pair(2, 3)).user == {}
+    assert await store.settings.pair(1, 0) == Saved({"preset": "sdxl"}, {})

@@ -385,3 +385,26 @@ async def test_run_one_runs_a_single_job_in_place(db) -> None:
     job = await runner.run_one()
     assert (job.id, job.state, job.result) == (jid, "done", {"echo": 7})
     assert rec.posted == [jid]
+
+
+async def test_queued_jobs_and_a_retry_start_as_slots_free_without_waiting_for_the_poll(db) -> None:
+    calls: list[int] = []
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        calls.append(job.id)
+        if len(calls) == 1:
+            raise RuntimeError("a flaky first attempt")
+        return {"ok": True}
+
+    runner, rec = make_runner(db, {"generate": generate})  # one slot
+    runner.poll_s = 120.0  # only a freed slot or a requeued retry can start the rest in time
+    ids = [await runner.jobs.enqueue(A, 1, 2, "generate", {}) for _ in range(3)]
+    await runner.start()
+    try:
+        async with asyncio.timeout(30):
+            while len(rec.done) < 3:
+                await asyncio.sleep(0.01)
+    finally:
+        await runner.stop()
+    assert sorted(j.id for j in rec.done) == ids and all(j.state == "done" for j in rec.done)
+    assert calls.count(ids[0]) == 2  # retried once

@@ -104,9 +104,8 @@ async def family_for(ctx: ToolContext, preset: str | None) -> tuple[str, str]:
     """(preset name, family): the named preset, else the user's or guild's default, else the configured one."""
     name = preset
     if not name:
-        user = await ctx.store.settings.get("user", ctx.user_id)
-        guild = await ctx.store.settings.get("guild", ctx.guild_id) if ctx.guild_id else {}
-        name = user.get("preset") or guild.get("preset") or ctx.settings.generation.default_preset
+        stored = await ctx.store.settings.pair(ctx.user_id, ctx.guild_id)
+        name = stored.user.get("preset") or stored.guild.get("preset") or ctx.settings.generation.default_preset
     try:
         found = await ctx.store.presets.resolve("image", str(name), ctx.user_id, ctx.guild_id)
     except UnknownEntry as e:

@@ -1,7 +1,8 @@
 """Before a 'generate' job is queued: its GPU-time estimate against the per-user caps, and VRAM-aware limits.
 
 - cost: GPU-seconds ≈ rate × steps × megapixels × images, the rate measured per preset and device (the store's
-  preset_rates, updated after each job), cost.default_rate before the first;
+  preset_rates, updated after each job), cost.default_rate before the first; the per-request cap is checked here,
+  the user's queued cap by the store in the same transaction that queues the job (racing submissions included);
 - VRAM: the memory left for activations (the arbiter's budget minus the preset's measured weights) over the
   per-pixel activation memory of its family gives the largest batch and image that fit; a request beyond them
   is refused with the reason before it can run out of memory.
@@ -27,7 +28,8 @@ from engine.runtime.arbiter import Arbiter
 from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.request import aspect_size
 from engine.store import Store
-from engine.store.library import UnknownEntry
+from engine.store.cache import Estimate
+from engine.store.library import Saved, UnknownEntry
 
 MIB = 2**20
 # activation memory per output pixel per image while denoising and decoding (fp16, SDPA), by family
@@ -123,9 +125,9 @@ class Admission:
         except UnknownEntry as e:
             raise InvalidRequest(str(e)) from None
 
-    async def shape(self, who: Requester, p: GeneratePayload) -> tuple[Shape, dict[str, Any]]:
+    async def shape(self, who: Requester, p: GeneratePayload, stored: Saved) -> tuple[Shape, dict[str, Any]]:
         """The preset, steps, size and batch the handler will resolve for this request."""
-        saved = await saved_defaults(self.store.settings, who.user_id, who.guild_id)
+        saved = saved_defaults(stored)
         choice = choose(p, saved, self.settings.generation, self.default_preset)  # an edit, a draft or usual
         saved = choice.saved(saved)
         preset = await self._preset(choice.preset, who, shared_preset(p, choice.preset))
@@ -145,15 +147,16 @@ class Admission:
         found = await self.store.costs.rate(preset, self.arbiter.device)
         return found[0] if found else self.settings.cost.default_rate
 
-    async def check(self, who: Requester, kind: str, typed: BaseModel) -> float | None:
-        """The estimated GPU-seconds of a 'generate' job; InvalidRequest when over a cap or the memory."""
+    async def check(self, who: Requester, kind: str, typed: BaseModel, stored: Saved) -> Estimate | None:
+        """A 'generate' job's estimate (the store checks its queued cap as it enqueues); InvalidRequest when over
+        the per-request cap or the memory. `stored`: the requester's settings."""
         if kind == "animate" and isinstance(typed, AnimatePayload):  # a video preset that can render it
             name = video_preset_name(typed, self.settings.video)
             admit(name, await self._preset(name, who), typed)
             return None
         if kind != "generate" or not isinstance(typed, GeneratePayload):
             return None
-        shape, preset = await self.shape(who, typed)
+        shape, preset = await self.shape(who, typed, stored)
         limits = vram_limits(self.arbiter, self.settings, preset, shape.width * shape.height)
         size = f"{shape.width}×{shape.height}"
         if limits.max_batch < shape.batch:
@@ -171,13 +174,7 @@ class Admission:
                 f"{shape.batch} image(s) on '{shape.preset}'), over the limit of {cost.max_job_gpu_s:.0f} per "
                 "request: ask for fewer steps, images or pixels"
             )
-        queued = await self.store.costs.pending(user_id=who.user_id)
-        if queued + gpu_s > cost.max_queued_gpu_s:
-            raise InvalidRequest(
-                f"your queued jobs already need about {queued:.0f} GPU-seconds; this one (about {gpu_s:.0f}) "
-                f"would pass your limit of {cost.max_queued_gpu_s:.0f}: wait for them to finish"
-            )
-        return gpu_s
+        return Estimate(gpu_s, cost.max_queued_gpu_s)
 
 
 async def record_rate(store: Store, device: str, preset: str, steps: int, pixels: int, batch: int, elapsed_s: float) -> float:  # noqa: E501

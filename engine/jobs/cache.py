@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -95,16 +95,12 @@ class JobCache:
         self.store = store
         self.settings = settings
 
-    async def _wanted(self, job: Job) -> bool:
-        if not self.settings.cache.enabled:
-            return False
-        user = await self.store.settings.get("user", job.user_id)
-        return user.get("cache", True) is not False
-
-    async def hit(self, job: Job, p: GeneratePayload, plan: Plan) -> tuple[str, dict | None]:
-        """(key, the cached result recorded for this job) — the result is None on a miss."""
+    async def hit(
+        self, job: Job, p: GeneratePayload, plan: Plan, user: Mapping[str, object]
+    ) -> tuple[str, dict | None]:
+        """(key, the cached result recorded for this job) — the result is None on a miss. `user`: their settings."""
         key = request_key(plan, p.best_of)
-        if not p.seed_fixed or not await self._wanted(job):
+        if not p.seed_fixed or not self.settings.cache.enabled or user.get("cache", True) is False:
             return key, None
         g = await self.store.cache.find(key, self.settings.cache.ttl_s)
         if g is None:

@@ -14,16 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from engine.config import SAFETY_POLICIES
-from engine.store.library import SettingsStore
+from engine.store.library import Saved, SettingsStore
 
 DEFAULT_KEYS = ("preset", "style", "aspect", "negative", "count", "steps", "cfg", "scheduler", "draft")
 
 
-async def saved_defaults(settings: SettingsStore, user_id: int, guild_id: int) -> dict[str, object]:
+def saved_defaults(saved: Saved) -> dict[str, object]:
     """The user's saved defaults over the guild's (only DEFAULT_KEYS)."""
-    user = await settings.get("user", user_id)
-    guild = await settings.get("guild", guild_id) if guild_id else {}
-    return {k: v for src in (guild, user) for k, v in src.items() if k in DEFAULT_KEYS}
+    return {k: v for src in (saved.guild, saved.user) for k, v in src.items() if k in DEFAULT_KEYS}
 
 
 def pick(request: object, saved: Mapping[str, object], key: str, preset: object = None) -> object:
@@ -36,7 +34,11 @@ def pick(request: object, saved: Mapping[str, object], key: str, preset: object 
 
 async def safety_policy(settings: SettingsStore, guild_id: int, configured: str) -> str:
     """The guild's safety policy (block / spoiler / off), else generation.safety; ValueError when unknown."""
-    guild = await settings.get("guild", guild_id) if guild_id else {}
+    return policy_of(await settings.get("guild", guild_id) if guild_id else {}, configured)
+
+
+def policy_of(guild: Mapping[str, object], configured: str) -> str:
+    """The safety policy in these guild settings, else `configured`; ValueError when unknown."""
     policy = guild.get("safety") or configured
     if policy not in SAFETY_POLICIES:
         raise ValueError(f"this server's safety setting {policy!r} is not one of {', '.join(SAFETY_POLICIES)}")

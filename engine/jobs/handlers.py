@@ -25,7 +25,7 @@ from engine.config import Settings
 from engine.jobs.admission import record_rate
 from engine.jobs.cache import JobCache
 from engine.jobs.creation import check_family, choose
-from engine.jobs.defaults import pick, safety_policy, saved_defaults
+from engine.jobs.defaults import pick, policy_of, saved_defaults
 from engine.jobs.evaluate import Evaluator, best_first
 from engine.jobs.guided import Guidance, Preview
 from engine.jobs.payloads import GeneratePayload, UpscalePayload, VariationPayload, fit_size, parse_payload
@@ -43,7 +43,7 @@ from engine.runtime.render import Renderer
 from engine.store import Store
 from engine.store.history import Generation
 from engine.store.jobs import Job
-from engine.store.library import LibraryEntry, UnknownEntry
+from engine.store.library import LibraryEntry, Saved, UnknownEntry
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -92,9 +92,9 @@ class GenerationHandlers:
         return {"generate": self.generate, "variation": self.variation, "upscale": self.upscale}
 
     # ----- resolution -----
-    async def _policy(self, job: Job) -> str:
+    def _policy(self, stored: Saved) -> str:
         try:
-            return await safety_policy(self.store.settings, job.guild_id, self.settings.generation.safety)
+            return policy_of(stored.guild, self.settings.generation.safety)
         except ValueError as e:
             raise JobFailed(str(e)) from None
 
@@ -134,7 +134,7 @@ class GenerationHandlers:
         self, job: Job, ctx: JobContext, generation_id: int, index: int
     ) -> tuple[str, Generation, Image.Image, dict[str, Any]]:
         """The safety policy, the parent generation, its image `index` and its validated preset."""
-        policy = await self._policy(job)
+        policy = self._policy(await self.store.settings.pair(job.user_id, job.guild_id))
         g = await self.sources.parent(generation_id, job)
         image = await self.sources.parent_image(g, index, ctx)
         return policy, g, image, await self._preset(g.preset, job)
@@ -151,8 +151,9 @@ class GenerationHandlers:
         if (done := await self._retried(job)) is not None:
             return done
         p = parse_payload(GeneratePayload, job.payload, "generate")
-        policy = await self._policy(job)
-        saved = await saved_defaults(self.store.settings, job.user_id, job.guild_id)
+        stored = await self.store.settings.pair(job.user_id, job.guild_id)  # read once for the whole job
+        policy = self._policy(stored)
+        saved = saved_defaults(stored)
         try:  # an edit, a draft or the usual preset (admission checked it at submission)
             choice = choose(p, saved, self.settings.generation, self.default_preset)
             saved = choice.saved(saved)
@@ -206,7 +207,7 @@ class GenerationHandlers:
         plan = Plan(
             preset, prompt, negative, style.label if style else "", fields, aspect, parent_id, extra, post
         )
-        key, hit = await self.cache.hit(job, p, plan)  # a fixed-seed repeat: the stored images at once
+        key, hit = await self.cache.hit(job, p, plan, stored.user)  # a fixed-seed repeat: stored images at once
         if hit is not None:
             return hit
         result = await self._diffuse(job, ctx, plan)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from engine.store.library import SettingsStore
 
@@ -48,9 +49,12 @@ def role_rule(policy: object, name: str, roles: tuple[int, ...]) -> str | None:
 
 async def authorize(settings: SettingsStore, who: Requester, tool: str) -> None:
     """PermissionDenied when the guild's policy forbids `tool` for the requester's roles."""
-    if not who.guild_id:
-        return
-    data = await settings.get("guild", who.guild_id)
-    reason = role_rule(data.get("tools", {}), tool, who.roles)
+    if who.guild_id:
+        check_tool(await settings.get("guild", who.guild_id), who, tool)
+
+
+def check_tool(guild: Mapping[str, Any], who: Requester, tool: str) -> None:
+    """PermissionDenied when these guild settings forbid `tool` for the requester's roles."""
+    reason = role_rule(guild.get("tools", {}), tool, who.roles) if who.guild_id else None
     if reason:
         raise PermissionDenied(reason)

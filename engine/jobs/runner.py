@@ -139,6 +139,7 @@ class JobRunner:
         self._subscribers: list[Any] = []
         self._recorded: dict[int, tuple[float, float | None]] = {}  # job id -> (its start, its last progress write)
         self._wake = asyncio.Event()
+        self._maybe_queued = True  # the last claim filled every free slot (or none was tried yet)
         self._main: asyncio.Task | None = None
         self._stopping = False
 
@@ -242,21 +243,23 @@ class JobRunner:
                 next_recover = time.monotonic() + self.lease_s
                 await self._guard(self.jobs.recover())
                 await self._guard(self.announce_unposted())
-            job = None
-            if len(self._tasks) < self.concurrency:
-                job = await self._guard(self.jobs.claim(self.worker_id, self.lease_s))
-            if job is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
-                self._wake.clear()
-                continue
-            task = asyncio.get_running_loop().create_task(self._run(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            free = self.concurrency - len(self._tasks)
+            if free > 0:
+                jobs = await self._guard(self.jobs.claim_many(free, self.worker_id, self.lease_s))
+                # a claim that filled every free slot may have left jobs queued: claim again as a slot frees
+                self._maybe_queued = jobs is None or len(jobs) == free
+                for job in jobs or ():
+                    task = asyncio.get_running_loop().create_task(self._run(job))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._task_done)
+            with contextlib.suppress(TimeoutError):  # until a submission, a freed slot or the next poll
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
-        self.wake()
+        if self._maybe_queued:  # else the queue was empty at the last claim: a submission wakes the loop
+            self.wake()
         if not task.cancelled() and task.exception() is not None:
             log.error("job task crashed", exc_info=task.exception())
 
@@ -279,8 +282,9 @@ class JobRunner:
         self._recorded[job.id] = (time.monotonic(), None)
         self.active[job.id] = ctx
         watcher = asyncio.get_running_loop().create_task(self._watch(ctx))
+        final: Job | None = None
         try:
-            await self._execute(job, ctx)
+            final = await self._execute(job, ctx)
         except JobError as e:  # e.g. the lease moved on while we ran: the row is no longer ours
             log.warning("job %s could not be closed by this worker: %s", job.id, e)
         finally:
@@ -290,12 +294,13 @@ class JobRunner:
             await ctx.flush()
             self.active.pop(job.id, None)
             self._recorded.pop(job.id, None)
-        final = await self.jobs.require(job.id)
+        final = final or await self.jobs.require(job.id)  # a finished job's row came back with its update
         if final.final:
             await self._emit_done(final)
         return final
 
-    async def _execute(self, job: Job, ctx: JobContext) -> None:
+    async def _execute(self, job: Job, ctx: JobContext) -> Job | None:
+        """Run the handler and record how it ended; the final row when it finished (else None)."""
         handler = self.handlers.get(job.kind)
         wid = self.worker_id
         try:
@@ -306,8 +311,10 @@ class JobRunner:
             result = await handler(job, ctx)
             if not isinstance(result, dict):
                 raise TypeError(f"the {job.kind!r} handler returned {type(result).__name__}, not a dict")
-            if not await self.jobs.finish(job.id, result, wid):
+            final = await self.jobs.finish(job.id, result, wid)
+            if final is None:
                 log.warning("job %s finished after its lease was lost; its result was not recorded", job.id)
+            return final
         except Cancelled as e:
             if ctx.cancel_reason == "shutdown":
                 await self.jobs.release(job.id, wid)
@@ -320,7 +327,8 @@ class JobRunner:
             await self.jobs.fail(job.id, str(e) or type(e).__name__, retry=False, worker_id=wid)
         except Exception as e:
             log.warning("job %s (%s) crashed: %s", job.id, job.kind, e, exc_info=True)
-            await self.jobs.fail(job.id, f"{type(e).__name__}: {e}", retry=True, worker_id=wid)
+            if await self.jobs.fail(job.id, f"{type(e).__name__}: {e}", retry=True, worker_id=wid) == "queued":
+                self._maybe_queued = True  # its retry is claimable at once
 
     async def _watch(self, ctx: JobContext) -> None:
         """Poll cancel_requested and keep the lease alive while the handler runs."""

@@ -1,6 +1,7 @@
 """The one way a job is submitted, by every front and tool: authorize, validate once, seed, enqueue, wake.
 
-- authorize: the guild's tool policy for the requester's roles (engine/jobs/policy.py);
+- authorize: the guild's tool policy for the requester's roles (engine/jobs/policy.py), from the requester's
+  settings, read once for the whole submission;
 - validate: the kind's typed payload (engine/jobs/payloads.py) within the config's limits, and the names it
   uses (preset, style, earlier generations) as this requester sees them;
 - seed: a job without a seed gets a random one here, once (a retried job redraws the same images);
@@ -18,11 +19,12 @@ from engine.config import Settings
 from engine.jobs.admission import Admission
 from engine.jobs.payloads import PAYLOADS, GeneratePayload, check_limits
 from engine.jobs.payloads_video import check_video_limits
-from engine.jobs.policy import TOOL_OF_KIND, Requester, authorize
+from engine.jobs.policy import TOOL_OF_KIND, Requester, check_tool
 from engine.jobs.style_codes import expand, shared_preset, shared_style
 from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.request import MAX_SEED, short_errors
 from engine.store import Store
+from engine.store.cache import OverBudget
 from engine.store.history import Scope
 from engine.store.jobs import JobStore
 from engine.store.library import UnknownEntry
@@ -82,7 +84,8 @@ class JobSubmitter:
         priority: int = 0,
     ) -> int:  # fmt: skip
         """Authorize, validate, seed and enqueue one job; its id. Raises PermissionDenied, InvalidRequest, JobError."""
-        await authorize(self.store.settings, who, TOOL_OF_KIND.get(kind, kind))
+        stored = await self.store.settings.pair(who.user_id, who.guild_id)
+        check_tool(stored.guild, who, TOOL_OF_KIND.get(kind, kind))
         payload = await expand(self.store.style_codes, who, kind, payload)  # a style code, resolved once
         typed = validate_payload(kind, payload, self.settings)
         await check_names(self.store, who, typed)
@@ -91,9 +94,12 @@ class JobSubmitter:
             data["seed_fixed"] = data.get("seed") is not None
         if kind in SEEDED and data.get("seed") is None:
             data["seed"] = random.randint(0, MAX_SEED - 4)  # room for a batch of 4: seed, seed+1, ...
-        cost = await self.admission.check(who, kind, typed) if self.admission is not None else None
-        job_id = await self.jobs.enqueue(who.user_id, who.guild_id, who.channel_id, kind, data, priority, reply_to)
-        if cost is not None:
-            await self.store.costs.set_estimate(job_id, who.user_id, cost)
+        cost = await self.admission.check(who, kind, typed, stored) if self.admission is not None else None
+        try:  # the estimate is recorded, and the user's queued GPU-time checked, as the job is inserted
+            job_id = await self.jobs.enqueue(
+                who.user_id, who.guild_id, who.channel_id, kind, data, priority, reply_to, estimate=cost
+            )
+        except OverBudget as e:
+            raise InvalidRequest(str(e)) from None
         self.wake()
         return job_id

@@ -4,9 +4,36 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 
 from engine.store.db import Database
 from engine.store.history import Generation
+
+# the estimated GPU-seconds of queued and running jobs (then narrowed to a user, or to those before a job)
+PENDING = (
+    "SELECT coalesce(sum(c.gpu_s), 0) FROM job_costs c JOIN jobs j ON j.id = c.job_id"
+    " WHERE j.state IN ('queued', 'running')"
+)
+
+class OverBudget(Exception):
+    """The user's queued jobs plus this one would pass their cap on queued GPU-seconds."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A job's estimated GPU-seconds, recorded with it, and the cap on its user's queued GPU-seconds."""
+
+    gpu_s: float
+    max_queued_s: float
+
+    def check(self, conn: sqlite3.Connection, user_id: int) -> None:
+        """OverBudget when the user's queued and running jobs plus this one pass max_queued_s."""
+        (queued,) = conn.execute(PENDING + " AND c.user_id = ?", (user_id,)).fetchone()
+        if queued + self.gpu_s > self.max_queued_s:
+            raise OverBudget(
+                f"your queued jobs already need about {queued:.0f} GPU-seconds; this one (about {self.gpu_s:.0f})"
+                f" would pass your limit of {self.max_queued_s:.0f}: wait for them to finish"
+            )
 
 
 class ResultCache:
@@ -103,10 +130,7 @@ class Costs:
 
     async def pending(self, user_id: int | None = None, before_job: int | None = None) -> float:
         """Estimated GPU-seconds of queued and running jobs (one user's, or those ahead of a job)."""
-        sql = (
-            "SELECT coalesce(sum(c.gpu_s), 0) FROM job_costs c JOIN jobs j ON j.id = c.job_id"
-            " WHERE j.state IN ('queued', 'running')"
-        )
+        sql = PENDING
         args: list[int] = []
         if user_id is not None:
             sql, args = sql + " AND c.user_id = ?", [*args, user_id]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.config import Queue
+from engine.store.cache import Estimate
 from engine.store.db import Database
 
 DAY_S = 24 * 3600.0
@@ -98,9 +99,8 @@ def _claim_sql(kinds: tuple[str, ...] | None) -> str:
     return f"""
         WITH waiting AS (SELECT DISTINCT user_id FROM jobs WHERE state = 'queued'),
         running AS (SELECT user_id, COUNT(*) AS n FROM jobs WHERE state = 'running' GROUP BY user_id),
-        last AS (
-            SELECT user_id, MAX(started_at) AS t FROM jobs
-            WHERE started_at IS NOT NULL AND user_id IN (SELECT user_id FROM waiting) GROUP BY user_id
+        last AS (  -- one index probe per waiting user (jobs_user_started)
+            SELECT w.user_id, (SELECT MAX(x.started_at) FROM jobs x WHERE x.user_id = w.user_id) AS t FROM waiting w
         )
         SELECT j.id FROM jobs j
         LEFT JOIN running r ON r.user_id = j.user_id
@@ -143,6 +143,11 @@ class JobStore:
         marks = ",".join("?" * len(states))
         sql = f"SELECT {COLUMNS} FROM jobs WHERE user_id = ? AND state IN ({marks}) ORDER BY id"
         return [Job.from_row(r) for r in await self.db.fetchall(sql, (user_id, *states))]
+
+    async def queued(self) -> int:
+        """How many jobs are queued (an index range: the finished history is not read)."""
+        row = await self.db.fetchone("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
+        return int(row[0]) if row else 0
 
     async def counts(self) -> dict[str, int]:
         """Number of jobs per state (every state present, zero included)."""
@@ -196,8 +201,10 @@ class JobStore:
         payload: dict,
         priority: int = 0,
         reply_to: dict | None = None,
+        estimate: Estimate | None = None,
     ) -> int:
-        """Insert a queued job (committed on return); QuotaExceeded past queue.daily_quota per 24 h."""
+        """Insert a queued job (committed on return) with its estimate; QuotaExceeded past queue.daily_quota
+        per 24 h, OverBudget past the estimate's cap on the user's queued GPU-seconds."""
         if not kind or not isinstance(kind, str):
             raise ValueError(f"the job kind must be a non-empty string, got {kind!r}")
         body, reply = _dumps(payload, "payload"), _dumps(reply_to or {}, "reply_to")
@@ -205,12 +212,19 @@ class JobStore:
 
         def insert(conn: sqlite3.Connection) -> int:
             self._check_quota(conn, user_id, now)
+            if estimate is not None:
+                estimate.check(conn, user_id)
             cur = conn.execute(
                 "INSERT INTO jobs (kind, user_id, guild_id, channel_id, payload, priority, max_attempts,"
                 " reply_to, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, user_id, guild_id, channel_id, body, priority, self.settings.max_attempts, reply, now),
             )
-            return int(cur.lastrowid or 0)
+            job_id = int(cur.lastrowid or 0)
+            if estimate is not None:
+                conn.execute(
+                    "INSERT INTO job_costs (job_id, user_id, gpu_s) VALUES (?, ?, ?)", (job_id, user_id, estimate.gpu_s)
+                )
+            return job_id
 
         return await self.db.transaction(insert)
 
@@ -231,22 +245,29 @@ class JobStore:
         self, worker_id: str, lease_s: float | None = None, kinds: tuple[str, ...] | None = None
     ) -> Job | None:
         """Take the next job fairly (least recently served user first, then priority, then age) or None."""
+        taken = await self.claim_many(1, worker_id, lease_s, kinds)
+        return taken[0] if taken else None
+
+    async def claim_many(
+        self, n: int, worker_id: str, lease_s: float | None = None, kinds: tuple[str, ...] | None = None
+    ) -> list[Job]:
+        """Take up to n jobs in one transaction, each the one claim() would take next; fewer when the queue ran dry."""
         lease = lease_s if lease_s is not None else self.settings.lease_s
         now = self.clock()
         params = (self.settings.max_per_user, *(kinds or ()))
 
-        def take(conn: sqlite3.Connection) -> Job | None:
-            row = conn.execute(_claim_sql(kinds), params).fetchone()
-            if row is None:
-                return None
-            # started_at doubles as the fairness clock, so it must strictly increase across claims
-            (taken,) = conn.execute(  # fetchall: a RETURNING statement left unfinished would block COMMIT
-                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?,"
-                " attempts = attempts + 1, started_at = MAX(?, COALESCE((SELECT MAX(started_at)"
-                f" FROM jobs), 0) + 0.0001) WHERE id = ? RETURNING {COLUMNS}",
-                (worker_id, now + lease, now, row[0]),
-            ).fetchall()
-            return Job.from_row(taken)
+        def take(conn: sqlite3.Connection) -> list[Job]:
+            out: list[Job] = []
+            while len(out) < n and (row := conn.execute(_claim_sql(kinds), params).fetchone()) is not None:
+                # started_at doubles as the fairness clock, so it must strictly increase across claims
+                (taken,) = conn.execute(  # fetchall: a RETURNING statement left unfinished would block COMMIT
+                    "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?,"
+                    " attempts = attempts + 1, started_at = MAX(?, COALESCE((SELECT MAX(started_at)"
+                    f" FROM jobs), 0) + 0.0001) WHERE id = ? RETURNING {COLUMNS}",
+                    (worker_id, now + lease, now, row[0]),
+                ).fetchall()
+                out.append(Job.from_row(taken))
+            return out
 
         return await self.db.transaction(take)
 
@@ -262,13 +283,13 @@ class JobStore:
         """Record the latest progress (a small JSON dict) of a running job."""
         await self._update("UPDATE jobs SET progress = ? WHERE id = ?", (_dumps(data, "progress"), job_id))
 
-    async def finish(self, job_id: int, result: dict, worker_id: str | None = None) -> bool:
-        """Mark a running job done; False if it is not running (or not owned by worker_id)."""
+    async def finish(self, job_id: int, result: dict, worker_id: str | None = None) -> Job | None:
+        """Mark a running job done; its final row, or None if it is not running (or not owned by worker_id)."""
         return await self._end(job_id, worker_id, "done", result=_dumps(result, "result"))
 
     async def mark_cancelled(self, job_id: int, worker_id: str | None = None, reason: str = "") -> bool:
         """End a running job as cancelled (the handler saw should_cancel)."""
-        return await self._end(job_id, worker_id, "cancelled", error=reason or "cancelled on request")
+        return await self._end(job_id, worker_id, "cancelled", error=reason or "cancelled on request") is not None
 
     async def fail(self, job_id: int, error: str, retry: bool, worker_id: str | None = None) -> str:
         """Requeue a running job if retry and attempts remain, else fail it; returns the new state."""
@@ -350,13 +371,19 @@ class JobStore:
             f"UPDATE jobs SET posted = 1 WHERE id = ? AND posted = 0 AND state IN {FINAL}", (job_id,)
         )
 
-    async def _end(self, job_id: int, worker_id: str | None, state: str, **cols: str) -> bool:
+    async def _end(self, job_id: int, worker_id: str | None, state: str, **cols: str) -> Job | None:
         sets = "".join(f", {k} = ?" for k in cols)
-        return await self._update(
+        sql = (
             f"UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, finished_at = ?{sets}"
-            " WHERE id = ? AND state = 'running' AND (? IS NULL OR lease_owner = ?)",
-            (state, self.clock(), *cols.values(), job_id, worker_id, worker_id),
+            f" WHERE id = ? AND state = 'running' AND (? IS NULL OR lease_owner = ?) RETURNING {COLUMNS}"
         )
+        params = (state, self.clock(), *cols.values(), job_id, worker_id, worker_id)
+
+        def end(conn: sqlite3.Connection) -> Job | None:
+            rows = conn.execute(sql, params).fetchall()  # fetchall: an unfinished RETURNING would block COMMIT
+            return Job.from_row(rows[0]) if rows else None
+
+        return await self.db.transaction(end)
 
     async def _update(self, sql: str, params: tuple) -> bool:
         return await self.db.execute(sql, params) > 0

@@ -183,11 +183,29 @@ class Presets:
         return n > 0
 
 
+@dataclass(frozen=True)
+class Saved:
+    """A requester's stored settings, read together: the user's and the guild's (empty outside a guild)."""
+
+    user: dict[str, Any]
+    guild: dict[str, Any]
+
+
 class SettingsStore:
     """Per-user defaults and per-guild policy, stored as JSON objects."""
 
     def __init__(self, db: Database):
         self.db = db
+
+    async def pair(self, user_id: int, guild_id: int) -> Saved:
+        """The user's and the guild's settings in one read (guild 0 has none)."""
+        rows = await self.db.fetchall(
+            "SELECT 'user' AS scope, data FROM user_settings WHERE user_id = ?"
+            " UNION ALL SELECT 'guild', data FROM guild_settings WHERE guild_id = ? AND guild_id != 0",
+            (user_id, guild_id),
+        )
+        found = {r["scope"]: json.loads(r["data"]) for r in rows}
+        return Saved(found.get("user", {}), found.get("guild", {}))
 
     async def get(self, table: Literal["user", "guild"], key: int) -> dict[str, Any]:
         col = "user_id" if table == "user" else "guild_id"

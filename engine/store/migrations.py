@@ -302,6 +302,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX style_codes_guild ON style_codes(guild_id, revoked_at);
     CREATE INDEX style_codes_user ON style_codes(user_id, revoked_at);
     """,
+    # 12: jobs by time: the daily quota reads a user's last 24 hours, and a claim each waiting user's latest start
+    # and the latest start of all, without scanning the history.
+    """
+    CREATE INDEX jobs_user_created ON jobs(user_id, created_at);
+    CREATE INDEX jobs_user_started ON jobs(user_id, started_at);
+    CREATE INDEX jobs_started ON jobs(started_at);
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -5,6 +5,8 @@
   speedup is limited by the cores of this machine (reported as "cpus").
 - batching: images/s of the tiny SD pipeline (64x64) one request at a time vs grouped by the batcher's
   multi-request call (target >= 1.2x on CPU).
+- history: median ms of one enqueue, claim and finish for a user with 0, 2000 and 8000 finished jobs behind them
+  (the daily quota and the fair claim should not read that history: flat across the sizes).
 
 Usage: python -m bench.queue [--local-jobs N] [--redis-jobs N] [--spin-ms MS] [--images N] [--skip PART]
 """
@@ -143,6 +145,49 @@ async def bench_redis(n_jobs: int, spin_ms: int, counts: tuple[int, ...]) -> dic
     return {"jobs": n_jobs, "spin_ms": spin_ms, "cpus": os.cpu_count(), "rounds": rounds}
 
 
+async def bench_history(sizes: tuple[int, ...] = (0, 2000, 8000), rounds: int = 50) -> list[dict[str, Any]]:
+    """Per-operation latency of one user's job as the user's finished history grows."""
+    import statistics
+
+    from engine.store import open_store
+    from engine.store.jobs import JobStore
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(paths=Paths(data_dir=tmp), queue=Queue(daily_quota=100_000))
+        store = await open_store(settings)
+        try:
+            jobs = JobStore(store.db, settings.queue)
+            for size in sizes:
+                old = time.time() - 3 * 86_400  # finished before the quota's day
+
+                def history(conn: Any, size: int = size, old: float = old) -> None:
+                    have = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+                    conn.executemany(
+                        "INSERT INTO jobs (kind, user_id, guild_id, channel_id, payload, priority, max_attempts,"
+                        " reply_to, created_at, state, started_at, finished_at, attempts) VALUES"
+                        " ('noop', 1, 0, 0, '{}', 0, 3, '{}', ?, 'done', ?, ?, 1)",
+                        [(old + i, old + i, old + i + 1) for i in range(max(0, size - have))],
+                    )
+
+                await store.db.transaction(history)
+                took: dict[str, list[float]] = {"enqueue": [], "claim": [], "finish": []}
+                for _ in range(rounds):
+                    t0 = time.perf_counter()
+                    await jobs.enqueue(1, 0, 0, "noop", {})
+                    t1 = time.perf_counter()
+                    job = await jobs.claim("bench")
+                    t2 = time.perf_counter()
+                    await jobs.finish(job.id, {})  # type: ignore[union-attr]
+                    t3 = time.perf_counter()
+                    for name, dt in (("enqueue", t1 - t0), ("claim", t2 - t1), ("finish", t3 - t2)):
+                        took[name].append(dt)
+                out.append({"history": size} | {f"{k}_ms": round(statistics.median(v) * 1000, 3) for k, v in took.items()})
+        finally:
+            await store.close()
+    return out
+
+
 def bench_batching(n_images: int, max_batch: int, steps: int) -> dict[str, Any]:
     """Tiny SD at 64x64: n requests one at a time vs grouped max_batch per pipeline call."""
     from engine.runtime.diffusion import DiffusionModel
@@ -191,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spin-ms", type=int, default=100)
     p.add_argument("--images", type=int, default=16)
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--skip", action="append", default=[], choices=["local", "redis", "batching"])
+    p.add_argument("--skip", action="append", default=[], choices=["local", "redis", "batching", "history"])
     args = p.parse_args(argv)
     out: dict[str, Any] = {"bench": "queue"}
     if "local" not in args.skip:
@@ -200,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         out["redis"] = asyncio.run(bench_redis(args.redis_jobs, args.spin_ms, (1, 2, 4)))
     if "batching" not in args.skip:
         out["batching"] = bench_batching(args.images, Queue().max_batch, args.steps)
+    if "history" not in args.skip:
+        out["history"] = asyncio.run(bench_history())
     print(json.dumps(out))
 
 

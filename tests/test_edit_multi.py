@@ -141,3 +141,15 @@ async def test_too_many_images_and_non_images_are_refused_before_anything_runs(k
     with pytest.raises(InvalidRequest, match="edit_images are the other source images of an edit"):
         await klein_engine.submit("generate", {**four, "edit": False}, user_id=A, guild_id=GUILD)
     assert (await klein_engine.jobs.counts())["queued"] == 0
+
+
+async def test_an_unreadable_second_image_fails_the_edit_naming_that_image(klein_engine, seen):
+    data = klein_engine.settings.path("data_dir")
+    data.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), RED).save(data / "mug.png")
+    (data / "logo.png").write_bytes(b"not a picture")  # passed the door, then broke on disk
+    payload = {"prompt": "put the logo on the mug", "edit": True, "source_image": str(data / "mug.png"),
+               "edit_images": [str(data / "logo.png")], "seed": 3}  # fmt: skip
+    job = await klein_engine.wait(await klein_engine.submit("generate", payload, user_id=A, guild_id=GUILD), 120)
+    assert job.state == "failed" and job.error.startswith("source image 2:"), job.error
+    assert seen == []  # nothing was drawn from a half-read set

@@ -62,10 +62,8 @@ async def style_of(engine: Engine, label: str, guild_id: int) -> LibraryEntry:
 
 async def defaults(engine: Engine, user_id: int, guild_id: int) -> dict:
     """Effective defaults: the guild's, overridden by the user's."""
-    st = engine.store.settings
-    out = dict(await st.get("guild", guild_id)) if guild_id else {}
-    out.update(await st.get("user", user_id))
-    return out
+    stored = await engine.store.settings.pair(user_id, guild_id)
+    return {**stored.guild, **stored.user}
 
 
 async def preset_names(engine: Engine, user_id: int, guild_id: int) -> list[str]:

@@ -178,18 +178,13 @@ class GenerationHandlers:
             "safety": policy,
             "loras": await self._loras(loras),
         }
-        parent_id, source = None, None
-        if p.source_generation_id is not None:
-            g = await self.sources.parent(p.source_generation_id, job)
-            source, parent_id = await self.sources.parent_image(g, p.source_index, ctx), g.id
-        elif p.source_image is not None:
-            source = await self.sources.read(self.sources.upload(p.source_image), ctx, "the source image")
+        source, parent_id, mask, others = await self.sources.of_request(p, job, ctx)
         if source is not None:
             fields["init_image"] = source
-            if p.mask is not None:
-                fields["mask_image"] = await self.sources.read(self.sources.upload(p.mask), ctx, "the mask")
-            if p.edit_images:  # an edit's other sources, in order after the first
-                fields["edit_images"] = await self.sources.uploads(p.edit_images, ctx, first=2)
+            if mask is not None:
+                fields["mask_image"] = mask
+            if others:  # an edit's other sources, in order after the first
+                fields["edit_images"] = others
         sized = p.aspect is not None or p.width is not None or p.height is not None
         # an edit keeps its source's shape unless the request itself sizes it
         aspect = p.aspect if sized or source is not None else saved.get("aspect")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from engine.config import Settings
 from engine.images import BadImage, decode_image, image_limits
+from engine.jobs.payloads import GeneratePayload
 from engine.jobs.runner import JobContext, JobFailed
 from engine.store.history import Generation, History, Scope
 from engine.store.jobs import Job
@@ -31,17 +32,48 @@ class SourceImages:
 
     async def read(self, path: str, ctx: JobContext, what: str) -> Image.Image:
         """Decode an image file with the upload limits."""
-        limits = image_limits(self.settings.images)
-        try:  # read and decode in one trip off the event loop
-            return await ctx.to_thread(lambda: decode_image(Path(path).read_bytes(), **limits))
-        except OSError as e:
-            raise JobFailed(f"{what} cannot be read ({path}): {e.strerror or e}") from None
-        except BadImage as e:
-            raise JobFailed(f"{what}: {e}") from None
+        return (await self.read_all([(path, what)], ctx))[0]
 
-    async def uploads(self, paths: list[str], ctx: JobContext, first: int) -> list[Image.Image]:
-        """Uploaded images in order; errors name each as "source image N", N counting from `first`."""
-        return [await self.read(self.upload(p), ctx, f"source image {i}") for i, p in enumerate(paths, first)]
+    async def read_all(self, files: list[tuple[str, str]], ctx: JobContext) -> list[Image.Image]:
+        """Decode image files, each given as (path, what it is), with the upload limits, in one trip off the loop."""
+        limits = image_limits(self.settings.images)
+
+        def decode(path: str, what: str) -> Image.Image:
+            try:
+                return decode_image(Path(path).read_bytes(), **limits)
+            except OSError as e:
+                raise JobFailed(f"{what} cannot be read ({path}): {e.strerror or e}") from None
+            except BadImage as e:
+                raise JobFailed(f"{what}: {e}") from None
+
+        return await ctx.to_thread(lambda: [decode(path, what) for path, what in files])
+
+    async def uploads(
+        self, paths: list[str], ctx: JobContext, first: int, label: str = "source image"
+    ) -> list[Image.Image]:
+        """Uploaded images in order, read in one trip; errors name each as "<label> N", N counting from `first`."""
+        return await self.read_all([(self.upload(p), f"{label} {i}") for i, p in enumerate(paths, first)], ctx)
+
+    async def of_request(
+        self, p: GeneratePayload, job: Job, ctx: JobContext
+    ) -> tuple[Image.Image | None, int | None, Image.Image | None, list[Image.Image]]:
+        """(source, its generation id, mask, further edit images) of a request; the uploads read in one trip."""
+        source, parent_id = None, None
+        files: list[tuple[str, str]] = []
+        if p.source_generation_id is not None:
+            g = await self.parent(p.source_generation_id, job)
+            source, parent_id = await self.parent_image(g, p.source_index, ctx), g.id
+        elif p.source_image is not None:
+            files.append((self.upload(p.source_image), "the source image"))
+        else:
+            return None, None, None, []
+        if p.mask is not None:
+            files.append((self.upload(p.mask), "the mask"))
+        files += [(self.upload(x), f"source image {i}") for i, x in enumerate(p.edit_images or [], 2)]
+        images = await self.read_all(files, ctx) if files else []
+        source = source if source is not None else images.pop(0)
+        mask = images.pop(0) if p.mask is not None else None
+        return source, parent_id, mask, images
 
     async def parent_image(self, g: Generation, index: int, ctx: JobContext) -> Image.Image:
         """Image `index` of a generation."""

@@ -17,6 +17,7 @@ from bot.usecases import account
 from bot.usecases.errors import UserError
 from bot.usecases.quality import queued_line, queued_text, ranked_images
 from engine.core import Engine
+from engine.store.cache import Estimate
 from tests import test_scoring
 
 svc, tiny_clip_path = test_scoring.svc, test_scoring.tiny_clip_path  # fixtures: a tiny engine that scores with CLIP
@@ -74,10 +75,8 @@ async def test_a_terminal_job_prints_its_queued_line_with_the_estimate(svc: Engi
 
 async def test_queued_text_gives_the_position_the_estimate_and_the_queue_eta(env):
     engine = SimpleNamespace(store=env.store, jobs=env.jobs, runner=SimpleNamespace(concurrency=1))
-    first = await env.jobs.enqueue(1, 0, 0, "generate", {"prompt": "a"})
-    second = await env.jobs.enqueue(2, 0, 0, "generate", {"prompt": "b"})
-    await env.store.costs.set_estimate(first, 1, 4.0)
-    await env.store.costs.set_estimate(second, 2, 2.0)
+    first = await env.jobs.enqueue(1, 0, 0, "generate", {"prompt": "a"}, estimate=Estimate(4.0, 100.0))
+    second = await env.jobs.enqueue(2, 0, 0, "generate", {"prompt": "b"}, estimate=Estimate(2.0, 100.0))
     text = await queued_text(engine, second)  # type: ignore[arg-type]
     assert text == f"Job #{second} queued — position 2 in the queue · ≈ 2.0 GPU-s · starts in ≈ 4 s"
     engine.runner.concurrency = 2

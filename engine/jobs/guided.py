@@ -66,16 +66,10 @@ class Guidance:
     async def _reference(
         self, p: GeneratePayload, preset: dict, job: Job, ctx: JobContext
     ) -> tuple[ReferenceSpec, dict[str, Any]]:
-        if p.reference_generation_id is None and p.reference_image is not None:  # all uploads: read in one trip
-            first_file = (self.sources.upload(p.reference_image), "the reference image")
-            files = [first_file] + [(self.sources.upload(x), f"blend image {i}") for i, x in enumerate(p.blend_images, 2)]
-            image, *others = await self.sources.read_all(files, ctx)
-            origin: str | int = p.reference_image
-        else:
-            image, origin = await self.sources.image(
-                p.reference_image, p.reference_generation_id, p.reference_index, job, ctx, "the reference image"
-            )
-            others = await self.sources.uploads(p.blend_images, ctx, 2, "blend image")
+        image, origin, others = await self.sources.with_uploads(
+            p.reference_image, p.reference_generation_id, p.reference_index, job, ctx, "the reference image",
+            [(x, f"blend image {i}") for i, x in enumerate(p.blend_images, 2)],
+        )
         others = [im.convert("RGB") for im in others]
         scale = first(p.reference_scale, self.settings.control.reference_scale)
         try:

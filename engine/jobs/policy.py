@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from engine.store.library import SettingsStore
 
@@ -53,7 +52,7 @@ async def authorize(settings: SettingsStore, who: Requester, tool: str) -> None:
         check_tool(await settings.get("guild", who.guild_id), who, tool)
 
 
-def check_tool(guild: Mapping[str, Any], who: Requester, tool: str) -> None:
+def check_tool(guild: Mapping[str, object], who: Requester, tool: str) -> None:
     """PermissionDenied when these guild settings forbid `tool` for the requester's roles."""
     reason = role_rule(guild.get("tools", {}), tool, who.roles) if who.guild_id else None
     if reason:

@@ -48,32 +48,19 @@ class SourceImages:
 
         return await ctx.to_thread(lambda: [decode(path, what) for path, what in files])
 
-    async def uploads(
-        self, paths: list[str], ctx: JobContext, first: int, label: str = "source image"
-    ) -> list[Image.Image]:
-        """Uploaded images in order, read in one trip; errors name each as "<label> N", N counting from `first`."""
-        return await self.read_all([(self.upload(p), f"{label} {i}") for i, p in enumerate(paths, first)], ctx)
-
     async def of_request(
         self, p: GeneratePayload, job: Job, ctx: JobContext
     ) -> tuple[Image.Image | None, int | None, Image.Image | None, list[Image.Image]]:
         """(source, its generation id, mask, further edit images) of a request; the uploads read in one trip."""
-        source, parent_id = None, None
-        files: list[tuple[str, str]] = []
-        if p.source_generation_id is not None:
-            g = await self.parent(p.source_generation_id, job)
-            source, parent_id = await self.parent_image(g, p.source_index, ctx), g.id
-        elif p.source_image is not None:
-            files.append((self.upload(p.source_image), "the source image"))
-        else:
+        if p.source_generation_id is None and p.source_image is None:
             return None, None, None, []
-        if p.mask is not None:
-            files.append((self.upload(p.mask), "the mask"))
-        files += [(self.upload(x), f"source image {i}") for i, x in enumerate(p.edit_images or [], 2)]
-        images = await self.read_all(files, ctx) if files else []
-        source = source if source is not None else images.pop(0)
+        more = [(p.mask, "the mask")] if p.mask is not None else []
+        more += [(x, f"source image {i}") for i, x in enumerate(p.edit_images or [], 2)]
+        source, _, images = await self.with_uploads(
+            p.source_image, p.source_generation_id, p.source_index, job, ctx, "the source image", more
+        )
         mask = images.pop(0) if p.mask is not None else None
-        return source, parent_id, mask, images
+        return source, p.source_generation_id, mask, images
 
     async def parent_image(self, g: Generation, index: int, ctx: JobContext) -> Image.Image:
         """Image `index` of a generation."""
@@ -94,9 +81,24 @@ class SourceImages:
         self, path: str | None, gen_id: int | None, index: int, job: Job, ctx: JobContext, what: str
     ) -> tuple[Image.Image, str | int]:
         """An image from an upload path or a visible generation, and what it was (path or generation id)."""
+        image, origin, _ = await self.with_uploads(path, gen_id, index, job, ctx, what, [])
+        return image, origin
+
+    async def with_uploads(
+        self, path: str | None, gen_id: int | None, index: int, job: Job, ctx: JobContext, what: str,
+        more: list[tuple[str, str]],
+    ) -> tuple[Image.Image, str | int, list[Image.Image]]:  # fmt: skip
+        """As image(), plus further uploads given as (path, what they are); every upload is read in one trip."""
+        files: list[tuple[str, str]] = []
+        first: Image.Image | None = None
         if gen_id is not None:
             g = await self.parent(gen_id, job)
-            return await self.parent_image(g, index, ctx), g.id
-        if path is None:
+            first, origin = await self.parent_image(g, index, ctx), g.id
+        elif path is None:
             raise JobFailed(f"{what} needs an image")
-        return await self.read(self.upload(path), ctx, what), path
+        else:
+            files.append((self.upload(path), what))
+            origin = path
+        files += [(self.upload(x), label) for x, label in more]
+        images = await self.read_all(files, ctx) if files else []
+        return (first if first is not None else images.pop(0)), origin, images

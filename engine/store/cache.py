@@ -15,6 +15,7 @@ PENDING = (
     " WHERE j.state IN ('queued', 'running')"
 )
 
+
 class OverBudget(Exception):
     """The user's queued jobs plus this one would pass their cap on queued GPU-seconds."""
 
@@ -116,12 +117,6 @@ class Costs:
             return new
 
         return await self.db.transaction(fold)
-
-    async def set_estimate(self, job_id: int, user_id: int, gpu_s: float) -> None:
-        """Record a queued job's estimated GPU-seconds."""
-        await self.db.execute(
-            "INSERT OR REPLACE INTO job_costs (job_id, user_id, gpu_s) VALUES (?, ?, ?)", (job_id, user_id, gpu_s)
-        )
 
     async def estimate_of(self, job_id: int) -> float | None:
         """A job's estimated GPU-seconds, or None when it was not estimated."""

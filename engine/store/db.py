@@ -142,10 +142,10 @@ class Database:
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
+                await conn.execute("COMMIT")
+            except BaseException:  # a failed COMMIT rolls back too, as in _in_transaction
                 await conn.execute("ROLLBACK")
                 raise
-            await conn.execute("COMMIT")
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn(conn)` as one serialized BEGIN IMMEDIATE transaction, in a single trip to the writer's thread.

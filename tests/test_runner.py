@@ -4,81 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 import torch
 
-from engine.config import Queue, Settings
-from engine.jobs.runner import Cancelled, JobContext, JobFailed, JobRunner
-from engine.runtime.arbiter import MIB, Arbiter
+from engine.jobs.runner import JobContext, JobFailed, JobRunner
 from engine.store.db import Database
 from engine.store.jobs import Job, JobStore
-from tests.test_arbiter import TinyModel
-
-A, B = 111, 222
-
-
-class Recorder:
-    """A subscriber that also plays the poster: posts each final job at most once via mark_posted."""
-
-    def __init__(self, jobs: JobStore) -> None:
-        self.jobs = jobs
-        self.done: list[Job] = []
-        self.posted: list[int] = []
-        self.progress: list[tuple[int, int, int]] = []
-        self.step_seen = asyncio.Event()
-
-    async def on_progress(self, job_id: int, step: int, total: int, preview: object) -> None:
-        self.progress.append((job_id, step, total))
-        if step >= 2:
-            self.step_seen.set()
-
-    async def on_done(self, job: Job) -> None:
-        self.done.append(job)
-        if await self.jobs.mark_posted(job.id):
-            self.posted.append(job.id)
+from tests.runner_support import A, B, make_runner, run_all, settings, stepper
 
 
 @pytest.fixture
 async def db(tmp_path):
     async with Database(tmp_path / "jobs.db") as database:
         yield database
-
-
-def settings(**queue) -> Settings:
-    q = {"max_per_user": 4, "daily_quota": 100, "max_attempts": 3, "lease_s": 30.0} | queue
-    return Settings(queue=Queue(**q))
-
-
-def make_runner(db: Database, handlers: dict, s: Settings | None = None, **kw) -> tuple[JobRunner, Recorder]:
-    s = s or settings()
-    jobs = JobStore(db, s.queue)
-    arbiter = Arbiter(budget_bytes=8 * MIB, device="cpu", probe=lambda: 0)
-    arbiter.register(TinyModel("tiny", 1, kind="diffusion", width=4))
-    runner = JobRunner(jobs, arbiter, handlers, s, "w-test", poll_s=0.02, cancel_poll_s=0.02, **kw)
-    rec = Recorder(jobs)
-    runner.subscribe(rec)
-    return runner, rec
-
-
-async def run_all(runner: JobRunner, timeout_s: float = 20) -> None:
-    await runner.start()
-    try:
-        await runner.run_until_idle(timeout_s)
-    finally:
-        await runner.stop()
-
-
-def stepper(ctx: JobContext, total: int, delay_s: float, ran: list[int] | None = None) -> None:
-    """A fake denoising loop in a worker thread: checks cancel at every step boundary."""
-    for step in range(1, total + 1):
-        if ctx.should_cancel():
-            raise Cancelled(f"cancelled after step {step - 1}")
-        time.sleep(delay_s)
-        if ran is not None:
-            ran.append(step)
-        ctx.progress(step, total, None)
 
 
 async def test_jobs_run_through_the_arbiter_off_the_event_loop(db) -> None:
@@ -314,97 +253,3 @@ async def test_permanent_errors_and_unknown_kinds_fail_without_retry(db) -> None
         == "gave up after 2 attempts; last error: TypeError: the 'bad' handler returned list, not a dict"
     )
     assert sorted(rec.posted) == [g, u, b]
-
-
-async def test_fair_order_through_the_runner(db) -> None:
-    order = []
-
-    async def generate(job: Job, ctx: JobContext) -> dict:
-        order.append(job.user_id)
-        return {}
-
-    runner, _ = make_runner(db, {"generate": generate})
-    for _ in range(6):
-        await runner.jobs.enqueue(A, 1, 2, "generate", {})
-    for _ in range(2):
-        await runner.jobs.enqueue(B, 1, 2, "generate", {})
-    await run_all(runner)
-    assert order == [A, B, A, B, A, A, A, A]
-
-
-async def test_concurrency_runs_jobs_side_by_side(db) -> None:
-    inside = 0
-    peak = 0
-
-    async def generate(job: Job, ctx: JobContext) -> dict:
-        nonlocal inside, peak
-        inside += 1
-        peak = max(peak, inside)
-        await asyncio.sleep(0.1)
-        inside -= 1
-        return {}
-
-    for concurrency, expected_peak in ((1, 1), (2, 2)):
-        runner, _ = make_runner(db, {"generate": generate}, concurrency=concurrency)
-        for user in (A, B, A, B):
-            await runner.jobs.enqueue(user, 1, 2, "generate", {})
-        peak = 0
-        await run_all(runner)
-        assert peak == expected_peak
-
-
-async def test_stop_hands_a_running_job_back_without_using_an_attempt(db) -> None:
-    async def slow(job: Job, ctx: JobContext) -> dict:
-        await ctx.to_thread(stepper, ctx, 500, 0.01)
-        return {"finished": True}
-
-    runner, rec = make_runner(db, {"generate": slow}, progress_interval_s=0)
-    jid = await runner.jobs.enqueue(A, 1, 2, "generate", {})
-    await runner.start()
-    await asyncio.wait_for(rec.step_seen.wait(), 10)
-    await runner.stop()
-    job = await runner.jobs.get(jid)
-    assert (job.state, job.attempts, job.lease_owner) == ("queued", 0, None)
-    assert rec.done == []
-
-    async def quick(job: Job, ctx: JobContext) -> dict:
-        return {"finished": True}
-
-    runner2, rec2 = make_runner(db, {"generate": quick})
-    await run_all(runner2)
-    assert (await runner2.jobs.get(jid)).state == "done" and rec2.posted == [jid]
-
-
-async def test_run_one_runs_a_single_job_in_place(db) -> None:
-    async def generate(job: Job, ctx: JobContext) -> dict:
-        return {"echo": job.payload["x"]}
-
-    runner, rec = make_runner(db, {"generate": generate})
-    assert await runner.run_one() is None
-    jid = await runner.jobs.enqueue(A, 1, 2, "generate", {"x": 7})
-    job = await runner.run_one()
-    assert (job.id, job.state, job.result) == (jid, "done", {"echo": 7})
-    assert rec.posted == [jid]
-
-
-async def test_queued_jobs_and_a_retry_start_as_slots_free_without_waiting_for_the_poll(db) -> None:
-    calls: list[int] = []
-
-    async def generate(job: Job, ctx: JobContext) -> dict:
-        calls.append(job.id)
-        if len(calls) == 1:
-            raise RuntimeError("a flaky first attempt")
-        return {"ok": True}
-
-    runner, rec = make_runner(db, {"generate": generate})  # one slot
-    runner.poll_s = 120.0  # only a freed slot or a requeued retry can start the rest in time
-    ids = [await runner.jobs.enqueue(A, 1, 2, "generate", {}) for _ in range(3)]
-    await runner.start()
-    try:
-        async with asyncio.timeout(30):
-            while len(rec.done) < 3:
-                await asyncio.sleep(0.01)
-    finally:
-        await runner.stop()
-    assert sorted(j.id for j in rec.done) == ids and all(j.state == "done" for j in rec.done)
-    assert calls.count(ids[0]) == 2  # retried once

@@ -213,10 +213,11 @@ class Engine:
 
 
 async def local_others(runner: JobRunner, batcher: DiffusionBatcher) -> int:
-    """Jobs that may still join a batch: running ones not at the batcher yet, plus claimable queued ones."""
+    """Jobs that may still join a batch: running ones not at the batcher yet, plus claimable queued ones (the
+    queue is read only when the runner may have some: after an idle claim, no read)."""
     running = len(runner.active) - batcher.batcher.inflight
     free = runner.concurrency - len(runner.active)
-    queued = await runner.jobs.queued() if free > 0 else 0
+    queued = await runner.jobs.queued() if free > 0 and runner.may_have_queued else 0
     return running + min(free, queued)
 
 

@@ -205,3 +205,43 @@ async def test_local_job_runner_batches_queued_jobs_of_different_users(tiny_sd_m
     for job_id, (p, n, s) in zip(ids, USERS, strict=True):
         alone = tiny_sd_model.generate(_req(tiny_sd_model, p, n, s))[0]
         assert np.abs(px(images[job_id]) - px(alone)).max() <= 2
+
+
+async def test_the_batching_hint_reads_the_queue_only_when_the_runner_may_have_queued_jobs(open_store) -> None:
+    from types import SimpleNamespace
+
+    from engine.jobs.runner import JobRunner
+    from engine.store.jobs import JobStore
+
+    store = await open_store()
+    jobs = JobStore(store.db)
+    reads: list[int] = []
+    counted = jobs.queued
+
+    async def queued() -> int:
+        reads.append(1)
+        return await counted()
+
+    jobs.queued = queued  # type: ignore[method-assign]
+    batcher = SimpleNamespace(batcher=SimpleNamespace(inflight=1))  # this job is at the batcher
+    seen: list[tuple[int, int]] = []
+
+    async def generate(job, ctx):
+        seen.append((await local_others(runner, batcher), len(reads)))  # alone: 0, and no read
+        if not job.payload.get("second"):
+            await jobs.enqueue(2, 0, 0, "generate", {"second": True})
+            runner.wake()
+            seen.append((await local_others(runner, batcher), len(reads)))  # a submission came: read, 1
+        return {}
+
+    arbiter = Arbiter(budget_bytes=2**30, device="cpu", probe=lambda: 0)
+    runner = JobRunner(jobs, arbiter, {"generate": generate}, concurrency=4, poll_s=120.0)
+    await jobs.enqueue(1, 0, 0, "generate", {})
+    await runner.start()
+    try:
+        async with asyncio.timeout(30):  # no run_until_idle: its wake() calls would make a read due
+            while (await jobs.counts())["done"] < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        await runner.stop()
+    assert seen[:2] == [(0, 0), (1, 1)]

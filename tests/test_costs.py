@@ -120,3 +120,20 @@ async def test_the_queued_cap_holds_for_submissions_racing_each_other(start):
     assert len(refused) == 2 and all("your queued jobs already need about 3 GPU-seconds" in str(r) for r in refused)
     assert (await svc.jobs.counts())["queued"] == 2  # the refused ones left nothing behind
     assert await svc.store.costs.pending(user_id=A) == pytest.approx(2 * 100.0 * WORK, abs=0.02)
+
+
+async def test_a_submission_reads_its_named_preset_once(start):
+    svc = await start(worker=False)
+    names: list[str] = []
+    resolve = svc.store.presets.resolve
+
+    async def counted(kind, name, *who):
+        names.append(name)
+        return await resolve(kind, name, *who)
+
+    svc.store.presets.resolve = counted
+    job = await svc.submit("generate", {"prompt": "a boat", "preset": "tiny", "steps": 4}, user_id=A)
+    assert names == ["tiny"]  # validation's read serves the admission's estimate too
+    assert await svc.store.costs.estimate_of(job) is not None
+    with pytest.raises(InvalidRequest, match="nope"):
+        await svc.submit("generate", {"prompt": "a boat", "preset": "nope"}, user_id=A)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 import threading
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -246,6 +247,19 @@ async def test_history_row_is_recorded_once_per_job(start):
     assert await svc.store.history.record_for_job(77, {**row, "prompt": "other"}) == (first_id, False)
     assert await svc.store.history.record_for_job(78, row) == (first_id + 1, True)
     assert [r["prompt"] for r in await history_rows(svc)] == ["p", "p"]
+    # the result cache's entry is written in the row's transaction: both land, or neither does
+    keep = svc.store.cache.entry("k79", 10)
+    gen_id, _ = await svc.store.history.record_for_job(79, row, keep)
+    assert (await svc.store.cache.find("k79", 60)).id == gen_id
+
+    def broken(conn, generation_id):
+        keep(conn, generation_id)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError):
+        await svc.store.history.record_for_job(80, row, broken)
+    assert await svc.store.history.of_job(80) is None and len(await history_rows(svc)) == 3
+    assert (await svc.store.cache.find("k79", 60)).id == gen_id  # the failed step's entry was rolled back
 
 
 async def test_two_users_are_served_in_turn(start):

@@ -8,7 +8,7 @@ import pytest
 
 from engine.config import Queue
 from engine.store.db import Database
-from engine.store.jobs import JobNotFound, JobStateError, JobStore, NotJobOwner, QuotaExceeded
+from engine.store.jobs import Claimed, JobNotFound, JobStateError, JobStore, NotJobOwner, QuotaExceeded
 
 A, B, C = 111, 222, 333
 
@@ -253,11 +253,16 @@ async def test_claim_many_takes_the_jobs_claim_would_take_in_one_go(db) -> None:
     js = store(db, max_per_user=2)
     await add(js, A, 3)
     await add(js, B, 1)
-    taken = await js.claim_many(5, "w")
+    claimed = await js.claim_many(5, "w")
+    taken = claimed.jobs
     assert [j.user_id for j in taken] == [A, B, A]  # fair order; A's third waits for the per-user limit
     assert all(j.state == "running" and j.lease_owner == "w" for j in taken)
     assert len({j.started_at for j in taken}) == 3  # the fairness clock still moves per claim
-    assert await js.claim_many(2, "w") == []
+    assert claimed.more  # A's third stays queued
+    assert await js.claim_many(2, "w") == Claimed([], more=True)  # A still runs two
+    await js.finish(taken[0].id, {}, "w")
+    last = await js.claim_many(2, "w")
+    assert [j.user_id for j in last.jobs] == [A] and not last.more  # the queue is empty now
 
 
 async def test_enqueue_claim_and_finish_do_not_read_the_users_whole_history(db) -> None:

@@ -139,3 +139,19 @@ async def test_flux_blend_job_runs_through_redux_and_records_its_lineage(svc, se
     chat.pending = [Attachment("a.png", (Path(warm)).read_bytes()), Attachment("b.png", Path(box).read_bytes())]
     with pytest.raises(UserError, match="cannot take reference images or blend"):
         await chat.command("/blend")
+
+
+async def test_a_demo_model_is_built_once_then_its_folder_is_remembered(tmp_path, monkeypatch) -> None:
+    from engine.runtime.diffusion import testmodels_redux
+    from engine.runtime.managed import ModelNotAvailable
+    from engine.runtime.models import DemoModels
+
+    built: list[Path] = []
+    monkeypatch.setattr(testmodels_redux, "ensure_tiny_flux", lambda root: built.append(root) or root)
+    demo = DemoModels(tmp_path)
+    first = await demo.resolve("demo:tiny-flux", "test")
+    assert await demo.resolve("demo:tiny-flux", "test") == first == str(tmp_path / "tiny-flux")
+    assert built == [tmp_path / "tiny-flux"]  # no second check or build on disk
+    for _ in range(2):  # an unknown reference is refused each time, never remembered
+        with pytest.raises(ModelNotAvailable, match="unknown demo model 'demo:nope'"):
+            await demo.resolve("demo:nope", "test")

@@ -10,7 +10,7 @@ import pytest
 from engine.jobs.runner import JobContext
 from engine.store.db import Database
 from engine.store.jobs import Job
-from tests.runner_support import A, B, make_runner, run_all, stepper
+from tests.runner_support import A, B, make_runner, run_all, settings, stepper
 
 
 @pytest.fixture
@@ -110,3 +110,50 @@ async def test_queued_jobs_and_a_retry_start_as_slots_free_without_waiting_for_t
         await runner.stop()
     assert sorted(j.id for j in rec.done) == ids and all(j.state == "done" for j in rec.done)
     assert calls.count(ids[0]) == 2  # retried once
+
+
+async def test_a_job_held_back_by_its_users_limit_starts_when_that_users_job_ends(db) -> None:
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        await asyncio.sleep(0.05)
+        return {}
+
+    # two slots, one running job per user: the claim takes A's first and leaves the second queued
+    runner, rec = make_runner(db, {"generate": generate}, settings(max_per_user=1), concurrency=2)
+    runner.poll_s = 120.0  # only the claim's "more queued" can start the second in time
+    ids = [await runner.jobs.enqueue(A, 1, 2, "generate", {}) for _ in range(2)]
+    await runner.start()
+    try:
+        async with asyncio.timeout(30):
+            while len(rec.done) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        await runner.stop()
+    assert [j.id for j in rec.done] == ids
+
+
+async def test_a_submission_while_every_slot_is_busy_starts_when_one_frees(db) -> None:
+    release = asyncio.Event()
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        if job.payload.get("first"):
+            await release.wait()
+        return {}
+
+    runner, rec = make_runner(db, {"generate": generate})  # one slot
+    runner.poll_s = 120.0
+    first = await runner.jobs.enqueue(A, 1, 2, "generate", {"first": True})
+    await runner.start()  # its first claim takes it
+    try:
+        async with asyncio.timeout(30):
+            while first not in runner.active:
+                await asyncio.sleep(0.01)
+            assert not runner.may_have_queued  # the claim left nothing queued
+            second = await runner.jobs.enqueue(B, 1, 2, "generate", {})
+            runner.wake()  # the loop wakes with no free slot
+            await asyncio.sleep(0.05)
+            release.set()
+            while len(rec.done) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        await runner.stop()
+    assert [j.id for j in rec.done] == [first, second]

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,12 +126,16 @@ class Admission:
         except UnknownEntry as e:
             raise InvalidRequest(str(e)) from None
 
-    async def shape(self, who: Requester, p: GeneratePayload, stored: Saved) -> tuple[Shape, dict[str, Any]]:
-        """The preset, steps, size and batch the handler will resolve for this request."""
+    async def shape(
+        self, who: Requester, p: GeneratePayload, stored: Saved, read: Mapping[str, dict] | None = None
+    ) -> tuple[Shape, dict[str, Any]]:
+        """The preset, steps, size and batch the handler will resolve for this request (`read`: presets this
+        submission already read, by name)."""
         saved = saved_defaults(stored)
         choice = choose(p, saved, self.settings.generation, self.default_preset)  # an edit, a draft or usual
         saved = choice.saved(saved)
-        preset = await self._preset(choice.preset, who, shared_preset(p, choice.preset))
+        known = shared_preset(p, choice.preset) or (read or {}).get(choice.preset)
+        preset = await self._preset(choice.preset, who, known)
         check_family(choice, str(preset.get("family")), choice.preset)
         family = str(preset.get("family", "sdxl"))
         aspect = p.aspect if p.aspect is not None else (None if p.width or p.height else saved.get("aspect"))
@@ -147,16 +152,18 @@ class Admission:
         found = await self.store.costs.rate(preset, self.arbiter.device)
         return found[0] if found else self.settings.cost.default_rate
 
-    async def check(self, who: Requester, kind: str, typed: BaseModel, stored: Saved) -> Estimate | None:
+    async def check(
+        self, who: Requester, kind: str, typed: BaseModel, stored: Saved, read: Mapping[str, dict] | None = None
+    ) -> Estimate | None:
         """A 'generate' job's estimate (the store checks its queued cap as it enqueues); InvalidRequest when over
-        the per-request cap or the memory. `stored`: the requester's settings."""
+        the per-request cap or the memory. `stored`: the requester's settings; `read`: presets already read."""
         if kind == "animate" and isinstance(typed, AnimatePayload):  # a video preset that can render it
             name = video_preset_name(typed, self.settings.video)
-            admit(name, await self._preset(name, who), typed)
+            admit(name, await self._preset(name, who, (read or {}).get(name)), typed)
             return None
         if kind != "generate" or not isinstance(typed, GeneratePayload):
             return None
-        shape, preset = await self.shape(who, typed, stored)
+        shape, preset = await self.shape(who, typed, stored, read)
         limits = vram_limits(self.arbiter, self.settings, preset, shape.width * shape.height)
         size = f"{shape.width}×{shape.height}"
         if limits.max_batch < shape.batch:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -118,9 +119,11 @@ class JobCache:
         log.info("job %s answered from the cache (generation %s)", job.id, g.id)
         return key, result_of(gen_id, row).model_dump()
 
-    async def keep(self, key: str, result: dict) -> None:
-        """Remember a fresh result under its key (not when images were withheld)."""
-        params = result.get("params") or {}
-        if not self.settings.cache.enabled or params.get("withheld") or params.get("cached"):
-            return
-        await self.store.cache.put(key, int(result["generation_id"]), self.settings.cache.max_entries)
+    def keeper(
+        self, key: str | None, params: Mapping[str, object]
+    ) -> Callable[[sqlite3.Connection, int], None] | None:
+        """The step that remembers a fresh result under its key as its history row is written (None: nothing to
+        keep: no key, the cache off, images withheld, or the result came from the cache)."""
+        if key is None or not self.settings.cache.enabled or params.get("withheld") or params.get("cached"):
+            return None
+        return self.store.cache.entry(key, self.settings.cache.max_entries)

@@ -68,6 +68,7 @@ class Plan:
     parent_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in params
     post: Callable[[Image.Image], Image.Image] | None = None  # applied to each image (outpaint restore)
+    cache_key: str | None = None  # kept in the result cache with the history row
 
 
 class GenerationHandlers:
@@ -202,12 +203,8 @@ class GenerationHandlers:
         plan = Plan(
             preset, prompt, negative, style.label if style else "", fields, aspect, parent_id, extra, post
         )
-        key, hit = await self.cache.hit(job, p, plan, stored.user)  # a fixed-seed repeat: stored images at once
-        if hit is not None:
-            return hit
-        result = await self._diffuse(job, ctx, plan)
-        await self.cache.keep(key, result)
-        return result
+        plan.cache_key, hit = await self.cache.hit(job, p, plan, stored.user)  # a fixed-seed repeat: at once
+        return hit if hit is not None else await self._diffuse(job, ctx, plan)
 
     async def variation(self, job: Job, ctx: JobContext) -> dict:
         """img2img of a generation's image with its prompt and parameters, a new seed, strength ~0.6."""
@@ -346,7 +343,8 @@ class GenerationHandlers:
         meta = {k: row[k] for k in ("prompt", "negative", "params", "model", "preset", "style", "parent_id")}
         meta |= {"job_id": job.id}
         row["images"] = await ctx.to_thread(save_images, self.settings, job, images, positions, meta)
-        gen_id, created = await self.store.history.record_for_job(job.id, row)
+        keep = self.cache.keeper(plan.cache_key, params)
+        gen_id, created = await self.store.history.record_for_job(job.id, row, keep)
         if not created:  # another attempt of this job recorded first: its row is the truth
             return await self._recorded(job) or result_of(gen_id, row).model_dump()
         return result_of(gen_id, row).model_dump()

@@ -139,7 +139,8 @@ class JobRunner:
         self._subscribers: list[Any] = []
         self._recorded: dict[int, tuple[float, float | None]] = {}  # job id -> (its start, its last progress write)
         self._wake = asyncio.Event()
-        self._maybe_queued = True  # the last claim filled every free slot (or none was tried yet)
+        self._maybe_queued = True  # jobs stayed queued after the last claim (or none was tried yet)
+        self._claiming = False
         self._main: asyncio.Task | None = None
         self._stopping = False
 
@@ -184,6 +185,12 @@ class JobRunner:
     def wake(self) -> None:
         """Claim now instead of at the next poll (call after enqueue)."""
         self._wake.set()
+
+    @property
+    def may_have_queued(self) -> bool:
+        """False only when this runner knows no job is queued: its last claim left none and no submission or
+        retry came since (a job enqueued by another process shows at the next poll)."""
+        return self._maybe_queued or self._claiming or self._wake.is_set()
 
     def request_cancel(self, job_id: int) -> bool:
         """In-process fast path after JobStore.cancel(): flag a running job now; False if not ours."""
@@ -243,18 +250,24 @@ class JobRunner:
                 next_recover = time.monotonic() + self.lease_s
                 await self._guard(self.jobs.recover())
                 await self._guard(self.announce_unposted())
+            self._wake.clear()  # a submission from here on wakes the next round
             free = self.concurrency - len(self._tasks)
             if free > 0:
-                jobs = await self._guard(self.jobs.claim_many(free, self.worker_id, self.lease_s))
-                # a claim that filled every free slot may have left jobs queued: claim again as a slot frees
-                self._maybe_queued = jobs is None or len(jobs) == free
-                for job in jobs or ():
+                self._claiming = True
+                try:
+                    claimed = await self._guard(self.jobs.claim_many(free, self.worker_id, self.lease_s))
+                finally:
+                    self._claiming = False
+                # jobs left queued (by the slots or a user's limit): claim again as a slot frees
+                self._maybe_queued = claimed is None or claimed.more
+                for job in claimed.jobs if claimed else ():
                     task = asyncio.get_running_loop().create_task(self._run(job))
                     self._tasks.add(task)
                     task.add_done_callback(self._task_done)
+            else:  # woken with every slot busy: a submission may be waiting for the next free slot
+                self._maybe_queued = True
             with contextlib.suppress(TimeoutError):  # until a submission, a freed slot or the next poll
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            self._wake.clear()
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)

@@ -46,12 +46,14 @@ def validate_payload(kind: str, payload: Mapping[str, object], settings: Setting
     return typed
 
 
-async def check_names(store: Store, who: Requester, typed: BaseModel) -> None:
-    """InvalidRequest for a preset, style or earlier generation this requester cannot use."""
+async def check_names(store: Store, who: Requester, typed: BaseModel) -> dict[str, dict]:
+    """InvalidRequest for a preset, style or earlier generation this requester cannot use; the presets read, by
+    name (admission reuses them)."""
+    read: dict[str, dict] = {}
     try:
         coded = typed if isinstance(typed, GeneratePayload) else None  # a style code's snapshot needs no lookup
         if getattr(typed, "preset", None) and not (coded and shared_preset(coded, typed.preset)):
-            await store.presets.resolve("image", typed.preset, who.user_id, who.guild_id)
+            read[typed.preset] = await store.presets.resolve("image", typed.preset, who.user_id, who.guild_id)
         if getattr(typed, "style", None) and not (coded and shared_style(coded, typed.style)):
             await store.library.get(typed.style, "style", who.guild_id)
     except UnknownEntry as e:
@@ -64,6 +66,7 @@ async def check_names(store: Store, who: Requester, typed: BaseModel) -> None:
     for c in getattr(typed, "controls", None) or []:
         if c.source_generation_id is not None and await store.history.get(c.source_generation_id, scope) is None:
             raise InvalidRequest(f"generation #{c.source_generation_id} does not exist or is not visible to you")
+    return read
 
 
 class JobSubmitter:
@@ -88,13 +91,14 @@ class JobSubmitter:
         check_tool(stored.guild, who, TOOL_OF_KIND.get(kind, kind))
         payload = await expand(self.store.style_codes, who, kind, payload)  # a style code, resolved once
         typed = validate_payload(kind, payload, self.settings)
-        await check_names(self.store, who, typed)
+        presets = await check_names(self.store, who, typed)
         data = typed.model_dump(mode="json", exclude_unset=True)  # what was asked (validated), no filler
         if kind == "generate":  # only a seed the requester gave lets the result cache answer
             data["seed_fixed"] = data.get("seed") is not None
         if kind in SEEDED and data.get("seed") is None:
             data["seed"] = random.randint(0, MAX_SEED - 4)  # room for a batch of 4: seed, seed+1, ...
-        cost = await self.admission.check(who, kind, typed, stored) if self.admission is not None else None
+        admission = self.admission
+        cost = await admission.check(who, kind, typed, stored, presets) if admission is not None else None
         try:  # the estimate is recorded, and the user's queued GPU-time checked, as the job is inserted
             job_id = await self.jobs.enqueue(
                 who.user_id, who.guild_id, who.channel_id, kind, data, priority, reply_to, estimate=cost

@@ -71,6 +71,7 @@ class DemoModels:
         self.root = Path(root)
         self._paths: dict[str, Path] | None = None
         self._control: dict[str, Path] | None = None
+        self._resolved: dict[str, str] = {}  # reference -> its folder, once built or found
         self._lock = asyncio.Lock()
 
     def _built(self) -> bool:
@@ -103,7 +104,14 @@ class DemoModels:
         return self._control
 
     async def resolve(self, ref: str, who: str) -> str:
-        """The local path for a "demo:..." reference."""
+        """The local path for a "demo:..." reference, built on first use and then remembered (no disk check per
+        job)."""
+        found = self._resolved.get(ref)
+        if found is None:
+            found = self._resolved[ref] = await self._build(ref, who)
+        return found
+
+    async def _build(self, ref: str, who: str) -> str:
         if ref == TINY_MMPROJ:
             from engine.runtime.llm.tiny_mmproj import ensure_tiny_mmproj
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.store.db import Database
@@ -60,14 +61,15 @@ class ResultCache:
         data.pop("cached_at")
         return Generation.from_row(data)  # type: ignore[arg-type]
 
-    async def put(self, key: str, generation_id: int, max_entries: int, now: float | None = None) -> None:
-        """Remember `key` → generation (replacing an older entry), then trim to max_entries."""
-        now = time.time() if now is None else now
+    @staticmethod
+    def entry(key: str, max_entries: int, now: float | None = None) -> Callable[[sqlite3.Connection, int], None]:
+        """`put` as a step of another transaction: (conn, generation_id) -> None (HistoryStore.record_for_job)."""
+        at = time.time() if now is None else now
 
-        def keep(conn: sqlite3.Connection) -> None:
+        def keep(conn: sqlite3.Connection, generation_id: int) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO result_cache (key, generation_id, created_at) VALUES (?, ?, ?)",
-                (key, generation_id, now),
+                (key, generation_id, at),
             )
             conn.execute(
                 "DELETE FROM result_cache WHERE key IN (SELECT key FROM result_cache"
@@ -75,7 +77,12 @@ class ResultCache:
                 (max_entries,),
             )
 
-        await self.db.transaction(keep)
+        return keep
+
+    async def put(self, key: str, generation_id: int, max_entries: int, now: float | None = None) -> None:
+        """Remember `key` → generation (replacing an older entry), then trim to max_entries."""
+        keep = self.entry(key, max_entries, now)
+        await self.db.transaction(lambda conn: keep(conn, generation_id))
 
     async def drop(self, key: str) -> None:
         """Forget one key (its images are gone)."""

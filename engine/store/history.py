@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,8 +164,11 @@ class History:
             ),
         )
 
-    async def record_for_job(self, job_id: int, row: dict[str, Any]) -> tuple[int, bool]:
-        """Insert a job's history row unless the job has one: (generation_id, created), in one transaction."""
+    async def record_for_job(
+        self, job_id: int, row: dict[str, Any], then: Callable[[sqlite3.Connection, int], None] | None = None
+    ) -> tuple[int, bool]:
+        """Insert a job's history row unless the job has one: (generation_id, created), in one transaction;
+        `then(conn, generation_id)` runs in it after an insert (e.g. the result cache's entry)."""
         params, images = json.dumps(row["params"], sort_keys=True), json.dumps(row["images"])
 
         def insert(conn: sqlite3.Connection) -> tuple[int, bool]:
@@ -181,6 +185,8 @@ class History:
             )  # fmt: skip
             gen_id = int(cur.lastrowid or 0)
             conn.execute("INSERT INTO generation_jobs (job_id, generation_id) VALUES (?, ?)", (job_id, gen_id))
+            if then is not None:
+                then(conn, gen_id)
             return gen_id, True
 
         return await self.db.transaction(insert)

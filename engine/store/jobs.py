@@ -85,6 +85,14 @@ class Job:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """The jobs one claim took, and whether jobs stayed queued (claimable now, or once a user's running job ends)."""
+
+    jobs: list[Job]
+    more: bool
+
+
 def _dumps(value: Any, what: str) -> str:
     if not isinstance(value, dict):
         raise TypeError(f"the job {what} must be a dict, got {type(value).__name__}")
@@ -94,8 +102,12 @@ def _dumps(value: Any, what: str) -> str:
         raise TypeError(f"the job {what} must be JSON-serializable: {e}") from None
 
 
+def _kinds(kinds: tuple[str, ...] | None, alias: str = "") -> str:
+    return f"AND {alias}kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+
+
 def _claim_sql(kinds: tuple[str, ...] | None) -> str:
-    kind_filter = f"AND j.kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+    kind_filter = _kinds(kinds, "j.")
     return f"""
         WITH waiting AS (SELECT DISTINCT user_id FROM jobs WHERE state = 'queued'),
         running AS (SELECT user_id, COUNT(*) AS n FROM jobs WHERE state = 'running' GROUP BY user_id),
@@ -166,11 +178,8 @@ class JobStore:
         queued = await self.db.fetchall("SELECT id, user_id, priority FROM jobs WHERE state = 'queued'")
         if not any(r[0] == job_id for r in queued):
             return None
-        last = dict(
-            await self.db.fetchall(
-                "SELECT user_id, MAX(started_at) FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id"
-            )
-        )
+        sql = "SELECT user_id, MAX(started_at) FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id"
+        last = dict(await self.db.fetchall(sql))
         per_user: dict[int, list[tuple[int, int]]] = {}
         for jid, uid, prio in queued:
             per_user.setdefault(uid, []).append((-prio, jid))
@@ -245,18 +254,18 @@ class JobStore:
         self, worker_id: str, lease_s: float | None = None, kinds: tuple[str, ...] | None = None
     ) -> Job | None:
         """Take the next job fairly (least recently served user first, then priority, then age) or None."""
-        taken = await self.claim_many(1, worker_id, lease_s, kinds)
+        taken = (await self.claim_many(1, worker_id, lease_s, kinds)).jobs
         return taken[0] if taken else None
 
     async def claim_many(
         self, n: int, worker_id: str, lease_s: float | None = None, kinds: tuple[str, ...] | None = None
-    ) -> list[Job]:
+    ) -> Claimed:
         """Take up to n jobs in one transaction, each the one claim() would take next; fewer when the queue ran dry."""
         lease = lease_s if lease_s is not None else self.settings.lease_s
         now = self.clock()
         params = (self.settings.max_per_user, *(kinds or ()))
 
-        def take(conn: sqlite3.Connection) -> list[Job]:
+        def take(conn: sqlite3.Connection) -> Claimed:
             out: list[Job] = []
             while len(out) < n and (row := conn.execute(_claim_sql(kinds), params).fetchone()) is not None:
                 # started_at doubles as the fairness clock, so it must strictly increase across claims
@@ -267,7 +276,8 @@ class JobStore:
                     (worker_id, now + lease, now, row[0]),
                 ).fetchall()
                 out.append(Job.from_row(taken))
-            return out
+            waiting = f"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' {_kinds(kinds)})"
+            return Claimed(out, bool(conn.execute(waiting, kinds or ()).fetchone()[0]))
 
         return await self.db.transaction(take)
 

@@ -11,9 +11,11 @@ from typing import IO, Any
 from PIL import Image, PngImagePlugin
 
 _KV = re.compile(r"\s*([\w ]+):\s*([^,]+)(?:,|$)")
-# zlib level 4 (ComfyUI's choice) over Pillow's 6: a 1024² picture encodes in 132 ms instead of 397 ms on our CPU
-# for 1 % more bytes
+# zlib level 4 with the Z_RLE strategy (libpng's advice for photographs) over Pillow's level 6 with the default
+# strategy: seven 1024² photographs (skimage's samples) encoded in 62-82 ms instead of 214-417 ms on our CPU, and
+# 0-5 % smaller than level 4 with the default strategy (115-193 ms)
 COMPRESS_LEVEL = 4
+Z_RLE = 3  # zlib's strategy constant, Pillow's compress_type
 
 
 def parameters_line(meta: dict[str, Any]) -> str:
@@ -41,7 +43,7 @@ def png_bytes(image: Image.Image, meta: dict[str, Any]) -> bytes:
     info.add_text("parameters", parameters_line(meta))
     info.add_text("atelier", json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str))
     buf = BytesIO()
-    image.save(buf, format="PNG", pnginfo=info, compress_level=COMPRESS_LEVEL)
+    image.save(buf, format="PNG", pnginfo=info, compress_level=COMPRESS_LEVEL, compress_type=Z_RLE)
     return buf.getvalue()
 
 

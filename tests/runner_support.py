@@ -60,6 +60,17 @@ async def run_all(runner: JobRunner, timeout_s: float = 20) -> None:
         await runner.stop()
 
 
+async def run_until_done(runner: JobRunner, rec: Recorder, n: int, timeout_s: float = 30) -> None:
+    """Start the runner, wait until `rec` saw n final jobs (no wake() calls, unlike run_until_idle), stop it."""
+    await runner.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(rec.done) < n:
+                await asyncio.sleep(0.01)
+    finally:
+        await runner.stop()
+
+
 def stepper(ctx: JobContext, total: int, delay_s: float, ran: list[int] | None = None) -> None:
     """A fake denoising loop in a worker thread: checks cancel at every step boundary."""
     for step in range(1, total + 1):

@@ -10,7 +10,7 @@ import pytest
 from engine.jobs.runner import JobContext
 from engine.store.db import Database
 from engine.store.jobs import Job
-from tests.runner_support import A, B, make_runner, run_all, settings, stepper
+from tests.runner_support import A, B, make_runner, run_all, run_until_done, settings, stepper
 
 
 @pytest.fixture
@@ -101,13 +101,7 @@ async def test_queued_jobs_and_a_retry_start_as_slots_free_without_waiting_for_t
     runner, rec = make_runner(db, {"generate": generate})  # one slot
     runner.poll_s = 120.0  # only a freed slot or a requeued retry can start the rest in time
     ids = [await runner.jobs.enqueue(A, 1, 2, "generate", {}) for _ in range(3)]
-    await runner.start()
-    try:
-        async with asyncio.timeout(30):
-            while len(rec.done) < 3:
-                await asyncio.sleep(0.01)
-    finally:
-        await runner.stop()
+    await run_until_done(runner, rec, 3)
     assert sorted(j.id for j in rec.done) == ids and all(j.state == "done" for j in rec.done)
     assert calls.count(ids[0]) == 2  # retried once
 
@@ -121,13 +115,7 @@ async def test_a_job_held_back_by_its_users_limit_starts_when_that_users_job_end
     runner, rec = make_runner(db, {"generate": generate}, settings(max_per_user=1), concurrency=2)
     runner.poll_s = 120.0  # only the claim's "more queued" can start the second in time
     ids = [await runner.jobs.enqueue(A, 1, 2, "generate", {}) for _ in range(2)]
-    await runner.start()
-    try:
-        async with asyncio.timeout(30):
-            while len(rec.done) < 2:
-                await asyncio.sleep(0.01)
-    finally:
-        await runner.stop()
+    await run_until_done(runner, rec, 2)
     assert [j.id for j in rec.done] == ids
 
 

@@ -140,7 +140,6 @@ class JobRunner:
         self._recorded: dict[int, tuple[float, float | None]] = {}  # job id -> (its start, its last progress write)
         self._wake = asyncio.Event()
         self._maybe_queued = True  # jobs stayed queued after the last claim (or none was tried yet)
-        self._claiming = False
         self._main: asyncio.Task | None = None
         self._stopping = False
 
@@ -190,7 +189,7 @@ class JobRunner:
     def may_have_queued(self) -> bool:
         """False only when this runner knows no job is queued: its last claim left none and no submission or
         retry came since (a job enqueued by another process shows at the next poll)."""
-        return self._maybe_queued or self._claiming or self._wake.is_set()
+        return self._maybe_queued or self._wake.is_set()
 
     def request_cancel(self, job_id: int) -> bool:
         """In-process fast path after JobStore.cancel(): flag a running job now; False if not ours."""
@@ -250,22 +249,18 @@ class JobRunner:
                 next_recover = time.monotonic() + self.lease_s
                 await self._guard(self.jobs.recover())
                 await self._guard(self.announce_unposted())
+            if self._wake.is_set():  # a submission came since the last claim: it may wait for a free slot
+                self._maybe_queued = True
             self._wake.clear()  # a submission from here on wakes the next round
             free = self.concurrency - len(self._tasks)
             if free > 0:
-                self._claiming = True
-                try:
-                    claimed = await self._guard(self.jobs.claim_many(free, self.worker_id, self.lease_s))
-                finally:
-                    self._claiming = False
+                claimed = await self._guard(self.jobs.claim_many(free, self.worker_id, self.lease_s))
                 # jobs left queued (by the slots or a user's limit): claim again as a slot frees
                 self._maybe_queued = claimed is None or claimed.more
                 for job in claimed.jobs if claimed else ():
                     task = asyncio.get_running_loop().create_task(self._run(job))
                     self._tasks.add(task)
                     task.add_done_callback(self._task_done)
-            else:  # woken with every slot busy: a submission may be waiting for the next free slot
-                self._maybe_queued = True
             with contextlib.suppress(TimeoutError):  # until a submission, a freed slot or the next poll
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 

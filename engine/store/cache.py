@@ -62,14 +62,14 @@ class ResultCache:
         return Generation.from_row(data)  # type: ignore[arg-type]
 
     @staticmethod
-    def entry(key: str, max_entries: int, now: float | None = None) -> Callable[[sqlite3.Connection, int], None]:
-        """`put` as a step of another transaction: (conn, generation_id) -> None (HistoryStore.record_for_job)."""
-        at = time.time() if now is None else now
+    def entry(key: str, max_entries: int) -> Callable[[sqlite3.Connection, int], None]:
+        """Remember `key` → a generation (replacing an older entry), then trim to max_entries: a step of the
+        transaction that records the generation, (conn, generation_id) -> None (HistoryStore.record_for_job)."""
 
         def keep(conn: sqlite3.Connection, generation_id: int) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO result_cache (key, generation_id, created_at) VALUES (?, ?, ?)",
-                (key, generation_id, at),
+                (key, generation_id, time.time()),
             )
             conn.execute(
                 "DELETE FROM result_cache WHERE key IN (SELECT key FROM result_cache"
@@ -78,11 +78,6 @@ class ResultCache:
             )
 
         return keep
-
-    async def put(self, key: str, generation_id: int, max_entries: int, now: float | None = None) -> None:
-        """Remember `key` → generation (replacing an older entry), then trim to max_entries."""
-        keep = self.entry(key, max_entries, now)
-        await self.db.transaction(lambda conn: keep(conn, generation_id))
 
     async def drop(self, key: str) -> None:
         """Forget one key (its images are gone)."""

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+
+import pytest
 
 from bot.cli import main
+
+
+@pytest.fixture(autouse=True)
+def root_logging():
+    """`atelier run` installs discord.py's handler on the root logger; later tests must not log to capsys' stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _config(tmp_path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -157,4 +158,31 @@ async def test_a_callback_for_a_job_that_already_ended_is_still_delivered(settin
         key = (await site.engine.store.apikeys.create(A)).key
         await site.app.state.webhooks.watch(job_id, key, rec.url)
         await site.app.state.webhooks.drain()
+        assert len(rec.got) == 1 and json.loads(rec.got[0][1])["event"] == "job.cancelled"
+
+
+async def test_a_callback_registered_while_a_delivery_checks_the_job_is_still_delivered(settings, monkeypatch):
+    async with serving(settings, worker=False) as site, receiver() as rec:
+        hooks = site.app.state.webhooks
+        job_id = await site.engine.submit("generate", {"prompt": "x"}, user_id=A, reply_to={"web_key": 1})
+        await site.engine.runner.cancel(job_id, A)
+        await hooks.drain()  # the runner's on_done delivery found no callback yet
+        looked, gate = asyncio.Event(), asyncio.Event()
+        lookup = site.engine.store.apikeys.webhook
+
+        async def slow_first_lookup(jid: int):
+            found = await lookup(jid)
+            if not looked.is_set():
+                looked.set()
+                await gate.wait()  # the callback is registered between this read and its answer
+            return found
+
+        monkeypatch.setattr(site.engine.store.apikeys, "webhook", slow_first_lookup)
+        first = asyncio.create_task(hooks.deliver(job_id))
+        await looked.wait()
+        key = (await site.engine.store.apikeys.create(A)).key
+        await hooks.watch(job_id, key, rec.url)
+        gate.set()
+        assert await first is True
+        await hooks.drain()
         assert len(rec.got) == 1 and json.loads(rec.got[0][1])["event"] == "job.cancelled"

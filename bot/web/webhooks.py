@@ -74,6 +74,7 @@ class WebhookDispatcher:
         self.engine, self.web = engine, web
         self.tasks: set[asyncio.Task] = set()
         self.inflight: set[int] = set()
+        self.recheck: set[int] = set()  # jobs whose callback was registered during their delivery's checks
         self.client: httpx.AsyncClient | None = None
         self.sleep = asyncio.sleep  # the backoff waits (tests record them)
         self._unsubscribe = engine.runner.subscribe(self)
@@ -112,17 +113,22 @@ class WebhookDispatcher:
     async def deliver(self, job_id: int) -> bool:
         """POST the job's result to its callback until it is accepted, refused (4xx) or out of attempts."""
         if job_id in self.inflight:
+            self.recheck.add(job_id)  # the delivery in flight may have looked before this callback existed
             return False
         self.inflight.add(job_id)
         try:
-            hook = await self.engine.store.apikeys.webhook(job_id)
-            job = await self.engine.jobs.get(job_id)
-            if hook is None or job is None or not job.final:
-                return False
-            url, key = hook
-            return await self._attempts(job, key, url)
+            while True:
+                self.recheck.discard(job_id)
+                hook = await self.engine.store.apikeys.webhook(job_id)
+                job = await self.engine.jobs.get(job_id)
+                if hook is not None and job is not None and job.final:
+                    url, key = hook
+                    return await self._attempts(job, key, url)
+                if job_id not in self.recheck:
+                    return False
         finally:
             self.inflight.discard(job_id)
+            self.recheck.discard(job_id)
 
     async def _attempts(self, job: Job, key: ApiKey, url: str) -> bool:
         body = event_body(job, self.web.public_url.rstrip("/"))

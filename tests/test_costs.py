@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.discord.render import ProgressState, progress_text
+from bot.usecases import account
 from bot.usecases.quality import eta_text, vram_text
 from engine.config import Generation, Gpu, Paths, Queue, Settings
 from engine.config_quality import Cost, Scoring
@@ -135,5 +136,9 @@ async def test_a_submission_reads_its_named_preset_once(start):
     job = await svc.submit("generate", {"prompt": "a boat", "preset": "tiny", "steps": 4}, user_id=A)
     assert names == ["tiny"]  # validation's read serves the admission's estimate too
     assert await svc.store.costs.estimate_of(job) is not None
+    names.clear()
+    payload = await account.imagine_payload(svc, user_id=A, guild_id=0, prompt="a boat", preset="tiny", count=1)
+    await svc.submit("generate", payload, user_id=A)
+    assert names == ["tiny"]  # the front leaves the name's check to the submission
     with pytest.raises(InvalidRequest, match="nope"):
         await svc.submit("generate", {"prompt": "a boat", "preset": "nope"}, user_id=A)

@@ -296,3 +296,15 @@ async def test_enqueue_claim_and_finish_do_not_read_the_users_whole_history(db) 
 
     await db.transaction(history)
     assert await one_job() <= 2 * before + 4
+
+
+async def test_the_daily_quota_counts_from_an_index_alone(db) -> None:
+    """The quota's count of a user's last 24 hours reads one index, not a table row per job of the day."""
+    js = store(db)
+    sql: list[str] = []
+    await db.transaction(lambda conn: conn.set_trace_callback(sql.append))
+    await js.enqueue(A, 5, 6, "generate", {})
+    await db.transaction(lambda conn: conn.set_trace_callback(None))
+    count = next(s for s in sql if s.startswith("SELECT COUNT(*)") and "FROM jobs" in s)
+    plan = " ".join(row[3] for row in await db.fetchall("EXPLAIN QUERY PLAN " + count))
+    assert "USING COVERING INDEX" in plan and "SCAN" not in plan, plan

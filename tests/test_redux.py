@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.chat import TerminalChat
 from bot.usecases import blend
-from bot.usecases.errors import UserError
+from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.guidance import ReferenceSpec
 from engine.store.history import Scope
 from tests.test_control_engine import ADAPTER, shapes
@@ -132,12 +132,18 @@ async def test_flux_blend_job_runs_through_redux_and_records_its_lineage(svc, se
     assert (px(again.result["images"][0]) != px(job.result["images"][0])).any()
     gen = await svc.store.history.get(job.result["generation_id"], Scope(A, GUILD))
     assert gen is not None and gen.params["reference"]["via"] == "redux" and gen.params["reference"]["blend"]
-    with pytest.raises(UserError, match=r"'demo-edit' \(kontext\) cannot take reference images or blend"):
-        await blend.blend_payload(svc, [warm, box], user_id=A, guild_id=GUILD, preset="demo-edit")
+    refused = await blend.blend_payload(svc, [warm, box], user_id=A, guild_id=GUILD, preset="demo-edit")
+    queued = await svc.jobs.counts()
+    with pytest.raises(InvalidRequest, match=r"'demo-edit' \(kontext\) cannot take reference images or blend"):
+        await svc.submit("generate", refused, user_id=A, guild_id=GUILD)  # at submission, not when it runs
+    with pytest.raises(InvalidRequest, match=r"'demo-edit' \(kontext\) cannot take reference images"):
+        await svc.submit("generate", {"prompt": "x", "preset": "demo-edit", "reference_image": warm}, user_id=A,
+                         guild_id=GUILD)  # fmt: skip
+    assert await svc.jobs.counts() == queued  # nothing was queued
     chat = TerminalChat(svc, agent=None)  # type: ignore[arg-type]  # /blend needs no agent
     await svc.store.settings.update("user", chat.user_id, preset="demo-edit")  # the saved default is checked too
     chat.pending = [Attachment("a.png", (Path(warm)).read_bytes()), Attachment("b.png", Path(box).read_bytes())]
-    with pytest.raises(UserError, match="cannot take reference images or blend"):
+    with pytest.raises(InvalidRequest, match="cannot take reference images or blend"):
         await chat.command("/blend")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from engine.jobs.runner import JobContext
 from engine.store.db import Database
-from engine.store.jobs import Job
+from engine.store.jobs import Job, JobStore
 from tests.runner_support import A, B, make_runner, run_all, run_until_done, settings, stepper
 
 
@@ -145,3 +145,35 @@ async def test_a_submission_while_every_slot_is_busy_starts_when_one_frees(db) -
     finally:
         await runner.stop()
     assert [j.id for j in rec.done] == [first, second]
+
+
+async def test_an_idle_runners_polls_take_no_write_lock_and_still_find_work_from_elsewhere(db) -> None:
+    ran: list[int] = []
+
+    async def generate(job: Job, ctx: JobContext) -> dict:
+        ran.append(job.id)
+        return {}
+
+    runner, rec = make_runner(db, {"generate": generate})
+    claims = 0
+    claim_many = runner.jobs.claim_many
+
+    async def counted(*args, **kw):
+        nonlocal claims
+        claims += 1
+        return await claim_many(*args, **kw)
+
+    runner.jobs.claim_many = counted  # type: ignore[method-assign]
+    await runner.start()
+    try:
+        await asyncio.sleep(0.05)  # the claim at start (jobs may be left from before)
+        at_start = claims
+        await asyncio.sleep(0.2)  # about ten polls of an empty queue
+        idle_claims = claims - at_start
+        job_id = await JobStore(db, settings().queue).enqueue(A, 1, 2, "generate", {})  # another process: no wake
+        async with asyncio.timeout(5):
+            while not rec.done:
+                await asyncio.sleep(0.01)
+    finally:
+        await runner.stop()
+    assert idle_claims == 0 and ran == [job_id]

@@ -25,15 +25,11 @@ async def imagine_payload(
     """Validate /imagine options against defaults, presets and limits; return the 'generate' payload."""
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty")
-    d = await defaults(engine, user_id, guild_id)
-    settings = engine.settings
-    if preset:  # defaults are resolved by the job handler; names given here are checked now
-        preset = (await preset_of(engine, preset, user_id, guild_id))["name"]
-    if style:
-        style = (await style_of(engine, style, guild_id)).label
+    settings = engine.settings  # the submission checks the preset and style names, as this requester sees them
     if aspect is not None and aspect not in ASPECTS:
         raise UserError(f"unknown aspect '{aspect}'; choose one of: {', '.join(ASPECTS)}")
-    count = count if count is not None else int(d.get("count", 1))
+    if count is None:
+        count = int((await defaults(engine, user_id, guild_id)).get("count", 1))
     if not 1 <= count <= settings.generation.max_batch:
         raise UserError(f"count must be between 1 and {settings.generation.max_batch}, got {count}")
     if seed is not None and seed < 0:

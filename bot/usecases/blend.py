@@ -10,12 +10,9 @@ from collections.abc import Sequence
 from bot.usecases import account
 from bot.usecases.errors import UserError
 from bot.usecases.guided import Upload, save_image
-from bot.usecases.library import defaults, preset_of
 from engine.config import Settings
 from engine.core import Engine
 from engine.images import BadImage
-from engine.runtime.control.models import reference_adapter
-from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.guidance import MAX_BLEND
 from tools.context import Attachment
 from tools.sources import save_upload
@@ -65,15 +62,6 @@ def parse_weights(text: str | None, n: int) -> list[float]:
     return out
 
 
-async def check_can_blend(engine: Engine, preset: str | None, user_id: int, guild_id: int) -> None:
-    """UserError now, not when the job runs, when the preset the blend would use takes no reference images."""
-    name = preset or (await defaults(engine, user_id, guild_id)).get("preset") or engine.default_image_preset
-    try:
-        reference_adapter(await preset_of(engine, str(name), user_id, guild_id), engine.settings.control)
-    except InvalidRequest as e:
-        raise UserError(str(e)) from None
-
-
 async def blend_payload(
     engine: Engine,
     paths: Sequence[str],
@@ -86,14 +74,14 @@ async def blend_payload(
     aspect: str | None = None,
     seed: int | None = None,
 ) -> dict:
-    """The 'generate' payload that blends stored images (first one is the main reference)."""
+    """The 'generate' payload that blends stored images (first one is the main reference); the submission
+    refuses a preset that takes no reference images."""
     check_count(len(paths))
     w = parse_weights(weights, len(paths))
     payload = await account.imagine_payload(
         engine, user_id=user_id, guild_id=guild_id, prompt=(prompt or "").strip() or BLEND_PROMPT,
         preset=preset, aspect=aspect, seed=seed, count=1,
     )  # fmt: skip
-    await check_can_blend(engine, payload.get("preset"), user_id, guild_id)
     first, *rest = paths
     return payload | {
         "reference_image": first, "blend_images": list(rest), "reference_weights": w, "reference_scale": BLEND_SCALE,

@@ -26,6 +26,7 @@ from engine.jobs.policy import Requester
 from engine.jobs.style_codes import shared_preset
 from engine.jobs.video_plan import admit, video_preset_name
 from engine.runtime.arbiter import Arbiter
+from engine.runtime.control.models import reference_adapter
 from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.request import aspect_size
 from engine.store import Store
@@ -164,6 +165,8 @@ class Admission:
         if kind != "generate" or not isinstance(typed, GeneratePayload):
             return None
         shape, preset = await self.shape(who, typed, stored, read)
+        if typed.reference_image is not None or typed.reference_generation_id is not None:
+            reference_adapter(preset, self.settings.control)  # a preset that takes no reference images: now
         limits = vram_limits(self.arbiter, self.settings, preset, shape.width * shape.height)
         size = f"{shape.width}×{shape.height}"
         if limits.max_batch < shape.batch:

@@ -88,9 +88,7 @@ class AnimateHandler:
             g = await self.sources.parent(p.source_generation_id, job)
             return await self.sources.parent_image(g, p.source_index, ctx), g.id
         if p.source_image is not None:
-            return await self.sources.read(
-                self.sources.upload(p.source_image), ctx, "the image to animate"
-            ), None
+            return await self.sources.read(p.source_image, ctx, "the image to animate"), None
         return None, None
 
     async def animate(self, job: Job, ctx: JobContext) -> dict:

@@ -253,7 +253,8 @@ class JobRunner:
                 self._maybe_queued = True
             self._wake.clear()  # a submission from here on wakes the next round
             free = self.concurrency - len(self._tasks)
-            if free > 0:
+            # a poll that knows of no queued job reads before it claims: no write lock while idle
+            if free > 0 and (self._maybe_queued or await self._guard(self.jobs.queued())):
                 claimed = await self._guard(self.jobs.claim_many(free, self.worker_id, self.lease_s))
                 # jobs left queued (by the slots or a user's limit): claim again as a slot frees
                 self._maybe_queued = claimed is None or claimed.more

@@ -22,6 +22,7 @@ class SourceImages:
     def __init__(self, history: History, settings: Settings) -> None:
         self.history = history
         self.settings = settings
+        self._roots: list[Path] | None = None  # the data and outputs folders, resolved once
 
     async def parent(self, gen_id: int, job: Job) -> Generation:
         """A generation the job's user may see (theirs, or their guild's)."""
@@ -35,10 +36,12 @@ class SourceImages:
         return (await self.read_all([(path, what)], ctx))[0]
 
     async def read_all(self, files: list[tuple[str, str]], ctx: JobContext) -> list[Image.Image]:
-        """Decode image files, each given as (path, what it is), with the upload limits, in one trip off the loop."""
+        """Decode image files, each given as (path, what it is), with the upload limits, in one trip off the loop
+        (each path checked with upload() there)."""
         limits = image_limits(self.settings.images)
 
         def decode(path: str, what: str) -> Image.Image:
+            path = self.upload(path)
             try:
                 return decode_image(Path(path).read_bytes(), **limits)
             except OSError as e:
@@ -70,7 +73,9 @@ class SourceImages:
 
     def upload(self, path: str) -> str:
         """Uploaded images and masks are read only from the data or outputs folder (never anywhere else)."""
-        roots = [self.settings.path(n).resolve() for n in ("data_dir", "outputs")]
+        if self._roots is None:
+            self._roots = [self.settings.path(n).resolve() for n in ("data_dir", "outputs")]
+        roots = self._roots
         resolved = Path(path).expanduser().resolve()
         if not any(resolved.is_relative_to(r) for r in roots):
             where = " or ".join(str(r) for r in roots)
@@ -97,8 +102,8 @@ class SourceImages:
         elif path is None:
             raise JobFailed(f"{what} needs an image")
         else:
-            files.append((self.upload(path), what))
+            files.append((path, what))
             origin = path
-        files += [(self.upload(x), label) for x, label in more]
+        files += more
         images = await self.read_all(files, ctx) if files else []
         return (first if first is not None else images.pop(0)), origin, images

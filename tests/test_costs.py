@@ -14,6 +14,7 @@ from engine.config import Generation, Gpu, Paths, Queue, Settings
 from engine.config_quality import Cost, Scoring
 from engine.jobs.admission import ACT_BYTES_PER_PIXEL, MIB, vram_limits
 from engine.runtime.diffusion.errors import InvalidRequest
+from engine.store.cache import Costs
 
 A = 11
 TINY = {"family": "sd15", "steps": 4, "cfg": 5.0, "scheduler": "euler", "width": 64, "height": 64}
@@ -142,3 +143,16 @@ async def test_a_submission_reads_its_named_preset_once(start):
     assert names == ["tiny"]  # the front leaves the name's check to the submission
     with pytest.raises(InvalidRequest, match="nope"):
         await svc.submit("generate", {"prompt": "a boat", "preset": "nope"}, user_id=A)
+
+
+async def test_a_failed_rate_update_never_costs_the_images(start, monkeypatch):
+    svc = await start()
+
+    def broken(*args: object, **kw: object):
+        return lambda conn: conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+    monkeypatch.setattr(Costs, "fold", staticmethod(broken))  # the step of the history row's transaction
+    job = await svc.wait(await svc.submit("generate", {"prompt": "a boat", "preset": "tiny"}, user_id=A), 120)
+    assert job.state == "done" and Path(job.result["images"][0]).exists()
+    assert await svc.store.history.of_job(job.id) is not None  # the row stayed: only the rate was lost
+    assert await svc.store.costs.rate("tiny", "cpu") is None

@@ -187,10 +187,9 @@ class Admission:
         return Estimate(gpu_s, cost.max_queued_gpu_s)
 
 
-async def record_rate(store: Store, device: str, preset: str, steps: int, pixels: int, batch: int, elapsed_s: float) -> float:  # noqa: E501
-    """Fold a finished render's measured GPU-seconds into the preset's rate on this device; the new rate."""
-    work = steps * pixels / 1e6 * max(1, batch)
-    return await store.costs.observe(preset, device, elapsed_s / max(work, 1e-9))
+def observed_rate(steps: int, pixels: int, batch: int, elapsed_s: float) -> float:
+    """A finished render's measured GPU-seconds per step-megapixel-image (folded into its preset's rate)."""
+    return elapsed_s / max(steps * pixels / 1e6 * max(1, batch), 1e-9)
 
 
 async def eta(store: Store, job_id: int, concurrency: int = 1) -> tuple[float | None, float]:

@@ -8,12 +8,12 @@ row per job: a retried job finds its row through `generation_jobs` and returns t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import math
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from engine.config import Settings
-from engine.jobs.admission import record_rate
+from engine.jobs.admission import observed_rate
 from engine.jobs.cache import JobCache
 from engine.jobs.creation import check_family, choose
 from engine.jobs.defaults import pick, policy_of, saved_defaults
@@ -41,6 +41,7 @@ from engine.runtime.diffusion.safety import is_spoiler
 from engine.runtime.models import ModelRegistry
 from engine.runtime.render import Renderer
 from engine.store import Store
+from engine.store.cache import Costs
 from engine.store.history import Generation
 from engine.store.jobs import Job
 from engine.store.library import LibraryEntry, Saved, UnknownEntry
@@ -69,6 +70,7 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in params
     post: Callable[[Image.Image], Image.Image] | None = None  # applied to each image (outpaint restore)
     cache_key: str | None = None  # kept in the result cache with the history row
+    rate: float | None = None  # the render's GPU-seconds per work unit, folded into the preset's rate with the row
 
 
 class GenerationHandlers:
@@ -285,15 +287,8 @@ class GenerationHandlers:
         if plan.post is not None:
             post = plan.post
             images = await ctx.to_thread(lambda: [post(im) for im in images])
-        rate = asyncio.ensure_future(record_rate(  # the store write while CLIP scores and the PNGs are written
-            self.store, self.models.arbiter.device, plan.preset["name"], req.steps, req.width * req.height,
-            req.batch, time.monotonic() - started))  # fmt: skip
-        try:
-            return await self._scored(job, ctx, plan, req, images, withheld)
-        finally:  # a failed estimate update never costs the user the images
-            (failed,) = await asyncio.gather(rate, return_exceptions=True)
-            if isinstance(failed, Exception):
-                log.warning("could not record the time rate of preset %s: %s", plan.preset["name"], failed)
+        plan.rate = observed_rate(req.steps, req.width * req.height, req.batch, time.monotonic() - started)
+        return await self._scored(job, ctx, plan, req, images, withheld)
 
     async def _scored(
         self, job: Job, ctx: JobContext, plan: Plan, req: GenerationRequest, images: list, withheld: ImageWithheld | None
@@ -343,11 +338,28 @@ class GenerationHandlers:
         meta = {k: row[k] for k in ("prompt", "negative", "params", "model", "preset", "style", "parent_id")}
         meta |= {"job_id": job.id}
         row["images"] = await ctx.to_thread(save_images, self.settings, job, images, positions, meta)
-        keep = self.cache.keeper(plan.cache_key, params)
-        gen_id, created = await self.store.history.record_for_job(job.id, row, keep)
+        gen_id, created = await self.store.history.record_for_job(job.id, row, self._with_row(plan, params))
         if not created:  # another attempt of this job recorded first: its row is the truth
             return await self._recorded(job) or result_of(gen_id, row).model_dump()
         return result_of(gen_id, row).model_dump()
+
+    def _with_row(self, plan: Plan, params: dict) -> Callable[[sqlite3.Connection, int], None] | None:
+        """What the history row's transaction also writes: the result cache's entry and the preset's rate."""
+        keep = self.cache.keeper(plan.cache_key, params)
+        if plan.rate is None:
+            return keep
+        name = str(plan.preset["name"])
+        fold = Costs.fold(name, self.models.arbiter.device, plan.rate)
+
+        def steps(conn: sqlite3.Connection, gen_id: int) -> None:
+            if keep is not None:
+                keep(conn, gen_id)
+            try:
+                fold(conn)
+            except sqlite3.Error as e:  # a failed estimate update never costs the user the images
+                log.warning("could not record the time rate of preset %s: %s", name, e)
+
+        return steps
 
     async def _retried(self, job: Job) -> dict | None:
         """On a retry, the result an earlier attempt recorded (a first attempt has none: no read)."""

@@ -104,8 +104,13 @@ class Costs:
 
     async def observe(self, preset: str, device: str, rate: float, weight: float = 0.3) -> float:
         """Fold one measured rate in (first = as is, then an exponential average); the new rate."""
+        return await self.db.transaction(self.fold(preset, device, rate, weight))
 
-        def fold(conn: sqlite3.Connection) -> float:
+    @staticmethod
+    def fold(preset: str, device: str, rate: float, weight: float = 0.3) -> Callable[[sqlite3.Connection], float]:
+        """observe() as a step of a caller's transaction: (conn) -> the new rate."""
+
+        def step(conn: sqlite3.Connection) -> float:
             row = conn.execute(
                 "SELECT rate, samples FROM preset_rates WHERE preset = ? AND device = ?", (preset, device)
             ).fetchone()
@@ -118,7 +123,7 @@ class Costs:
             )
             return new
 
-        return await self.db.transaction(fold)
+        return step
 
     async def estimate_of(self, job_id: int) -> float | None:
         """A job's estimated GPU-seconds, or None when it was not estimated."""

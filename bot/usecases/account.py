@@ -22,10 +22,11 @@ async def imagine_payload(
     init_image: str | None = None, draft: bool | None = None, style_code: str | None = None,
     best_of: int | None = None,
 ) -> dict:  # fmt: skip
-    """Validate /imagine options against defaults, presets and limits; return the 'generate' payload."""
+    """Validate /imagine options against defaults and limits (the submission checks preset and style names);
+    return the 'generate' payload."""
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty")
-    settings = engine.settings  # the submission checks the preset and style names, as this requester sees them
+    settings = engine.settings
     if aspect is not None and aspect not in ASPECTS:
         raise UserError(f"unknown aspect '{aspect}'; choose one of: {', '.join(ASPECTS)}")
     if count is None:

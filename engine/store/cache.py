@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from engine.store.db import Database
 from engine.store.history import Generation
 
+RATE_WEIGHT = 0.3  # a new measurement's share of a preset's rate (an exponential average)
+
 # the estimated GPU-seconds of queued and running jobs (then narrowed to a user, or to those before a job)
 PENDING = (
     "SELECT coalesce(sum(c.gpu_s), 0) FROM job_costs c JOIN jobs j ON j.id = c.job_id"
@@ -102,12 +104,14 @@ class Costs:
         )
         return (float(row["rate"]), int(row["samples"])) if row else None
 
-    async def observe(self, preset: str, device: str, rate: float, weight: float = 0.3) -> float:
+    async def observe(self, preset: str, device: str, rate: float, weight: float = RATE_WEIGHT) -> float:
         """Fold one measured rate in (first = as is, then an exponential average); the new rate."""
         return await self.db.transaction(self.fold(preset, device, rate, weight))
 
     @staticmethod
-    def fold(preset: str, device: str, rate: float, weight: float = 0.3) -> Callable[[sqlite3.Connection], float]:
+    def fold(
+        preset: str, device: str, rate: float, weight: float = RATE_WEIGHT
+    ) -> Callable[[sqlite3.Connection], float]:
         """observe() as a step of a caller's transaction: (conn) -> the new rate."""
 
         def step(conn: sqlite3.Connection) -> float:

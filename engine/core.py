@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from engine.remote.client import RemoteQueue
 
 log = logging.getLogger("atelier.engine")
+RECHECK_S = 1.0  # how often wait() reads a job's row again (a worker in another process may have ended it)
 
 
 class _Waiters:
@@ -109,7 +110,8 @@ class Engine:
             runner = JobRunner(jobs, arbiter, handlers, settings, worker_id,
                                concurrency=concurrency or settings.queue.max_batch, poll_s=poll_s)  # fmt: skip
             runner_box.append(runner)
-            submitter = JobSubmitter(jobs, store, settings, runner.wake, Admission(store, settings, arbiter, preset))
+            admission = Admission(store, settings, arbiter, preset)
+            submitter = JobSubmitter(jobs, store, settings, runner.wake, admission, taker=runner)
             engine = cls(settings, store, arbiter, jobs, models, renderer, runner, submitter, demo, remote)
             runner.subscribe(engine._waiters)
             if remote is not None:
@@ -192,16 +194,21 @@ class Engine:
         fut = asyncio.get_running_loop().create_future()
         self._waiters.futures.setdefault(job_id, []).append(fut)
         deadline = time.monotonic() + timeout_s
+        local = job_id in self.runner.active  # a job this runner holds ends with on_done: no read needed yet
+        state = "running"
         try:
             while True:
-                job = await self.jobs.require(job_id)
-                if job.final:
-                    return job
+                if not local:
+                    job = await self.jobs.require(job_id)
+                    if job.final:
+                        return job
+                    state = job.state
+                local = False
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"job #{job_id} is still {job.state} after {timeout_s:.0f} s")
+                    raise TimeoutError(f"job #{job_id} is still {state} after {timeout_s:.0f} s")
                 # re-check the row now and then: a worker in another process may have ended it
-                done, _ = await asyncio.wait({fut}, timeout=min(left, 1.0))
+                done, _ = await asyncio.wait({fut}, timeout=min(left, RECHECK_S))
                 if done:
                     return fut.result()
         finally:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,15 +127,17 @@ class Admission:
             raise InvalidRequest(str(e)) from None
 
     async def shape(
-        self, who: Requester, p: GeneratePayload, stored: Saved, read: Mapping[str, dict] | None = None
+        self, who: Requester, p: GeneratePayload, stored: Saved, read: dict[str, dict] | None = None
     ) -> tuple[Shape, dict[str, Any]]:
         """The preset, steps, size and batch the handler will resolve for this request (`read`: presets this
-        submission already read, by name)."""
+        submission already read, by name; the one read here is added)."""
         saved = saved_defaults(stored)
         choice = choose(p, saved, self.settings.generation, self.default_preset)  # an edit, a draft or usual
         saved = choice.saved(saved)
         known = shared_preset(p, choice.preset) or (read or {}).get(choice.preset)
         preset = await self._preset(choice.preset, who, known)
+        if known is None and read is not None:
+            read[choice.preset] = preset
         check_family(choice, str(preset.get("family")), choice.preset)
         family = str(preset.get("family", "sdxl"))
         aspect = p.aspect if p.aspect is not None else (None if p.width or p.height else saved.get("aspect"))
@@ -154,10 +155,11 @@ class Admission:
         return found[0] if found else self.settings.cost.default_rate
 
     async def check(
-        self, who: Requester, kind: str, typed: BaseModel, stored: Saved, read: Mapping[str, dict] | None = None
+        self, who: Requester, kind: str, typed: BaseModel, stored: Saved, read: dict[str, dict] | None = None
     ) -> Estimate | None:
         """A 'generate' job's estimate (the store checks its queued cap as it enqueues); InvalidRequest when over
-        the per-request cap or the memory. `stored`: the requester's settings; `read`: presets already read."""
+        the per-request cap or the memory. `stored`: the requester's settings; `read`: presets already read (the
+        ones read here are added)."""
         if kind == "animate" and isinstance(typed, AnimatePayload):  # a video preset that can render it
             name = video_preset_name(typed, self.settings.video)
             admit(name, await self._preset(name, who, (read or {}).get(name)), typed)

@@ -154,13 +154,16 @@ class GenerationHandlers:
         if (done := await self._retried(job)) is not None:
             return done
         p = parse_payload(GeneratePayload, job.payload, "generate")
-        stored = await self.store.settings.pair(job.user_id, job.guild_id)  # read once for the whole job
+        reads = ctx.reads  # what the submission read, when this runner took the job as it was queued
+        # read once for the whole job
+        stored = reads.stored if reads else await self.store.settings.pair(job.user_id, job.guild_id)
         policy = self._policy(stored)
         saved = saved_defaults(stored)
         try:  # an edit, a draft or the usual preset (admission checked it at submission)
             choice = choose(p, saved, self.settings.generation, self.default_preset)
             saved = choice.saved(saved)
-            preset = await self._preset(choice.preset, job, shared_preset(p, choice.preset))
+            known = shared_preset(p, choice.preset) or (reads.presets.get(choice.preset) if reads else None)
+            preset = await self._preset(choice.preset, job, known)
             check_family(choice, preset["family"], choice.preset)
         except InvalidRequest as e:
             raise JobFailed(str(e)) from None
@@ -338,10 +341,20 @@ class GenerationHandlers:
         meta = {k: row[k] for k in ("prompt", "negative", "params", "model", "preset", "style", "parent_id")}
         meta |= {"job_id": job.id}
         row["images"] = await ctx.to_thread(save_images, self.settings, job, images, positions, meta)
-        gen_id, created = await self.store.history.record_for_job(job.id, row, self._with_row(plan, params))
+        keep = self._with_row(plan, params)
+        done: dict[str, Any] = {}
+
+        def then(conn: sqlite3.Connection, gen_id: int) -> None:  # the row, its extras and the job's end at once
+            if keep is not None:
+                keep(conn, gen_id)
+            done["result"] = result = result_of(gen_id, row).model_dump()
+            done["job"] = ctx.finish_in(conn, result)
+
+        gen_id, created = await self.store.history.record_for_job(job.id, row, then)
         if not created:  # another attempt of this job recorded first: its row is the truth
             return await self._recorded(job) or result_of(gen_id, row).model_dump()
-        return result_of(gen_id, row).model_dump()
+        ctx.finished = done["job"]  # committed with the row (None: the lease was lost; the runner says so)
+        return done["result"]
 
     def _with_row(self, plan: Plan, params: dict) -> Callable[[sqlite3.Connection, int], None] | None:
         """What the history row's transaction also writes: the result cache's entry and the preset's rate."""

@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from engine.config import Settings
 from engine.jobs.progress import LatestProgress
+from engine.jobs.reads import Reads
 from engine.runtime.diffusion.errors import Cancelled  # one Cancelled for the engine and every handler
 from engine.store.jobs import Job, JobError, JobStore
 
@@ -38,8 +40,10 @@ class Subscriber(Protocol):
 class JobContext:
     """What a handler gets besides the job: progress, cancellation and the arbiter."""
 
-    def __init__(self, job: Job, runner: JobRunner, loop: asyncio.AbstractEventLoop):
+    def __init__(self, job: Job, runner: JobRunner, loop: asyncio.AbstractEventLoop, reads: Reads | None = None):
         self.job = job
+        self.reads = reads  # what the submission read, when this runner took the job as it was queued
+        self.finished: Job | None = None  # the done row, when the handler committed it with its own writes
         self.arbiter = runner.arbiter
         self._runner = runner
         self._loop = loop
@@ -75,6 +79,12 @@ class JobContext:
         fut = asyncio.ensure_future(self._runner._emit_progress(self.job.id, step, total, preview))
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
+
+    def finish_in(self, conn: sqlite3.Connection, result: dict) -> Job | None:
+        """Mark the job done with `result` as a step of the handler's own transaction on the job store's writer;
+        the handler sets `finished` to the returned row once that transaction commits (the runner then writes
+        nothing more)."""
+        return self._runner.jobs.finish_in(conn, self.job.id, result, self._runner.worker_id)
 
     async def to_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking (GPU/CPU-heavy) work off the event loop."""
@@ -140,6 +150,7 @@ class JobRunner:
         self._recorded: dict[int, tuple[float, float | None]] = {}  # job id -> (its start, its last progress write)
         self._wake = asyncio.Event()
         self._maybe_queued = True  # jobs stayed queued after the last claim (or none was tried yet)
+        self._reserved = 0  # slots held for submissions that may hand their job over (reserve/adopt)
         self._main: asyncio.Task | None = None
         self._stopping = False
 
@@ -252,18 +263,44 @@ class JobRunner:
             if self._wake.is_set():  # a submission came since the last claim: it may wait for a free slot
                 self._maybe_queued = True
             self._wake.clear()  # a submission from here on wakes the next round
-            free = self.concurrency - len(self._tasks)
+            free = self.concurrency - len(self._tasks) - self._reserved
             # a poll that knows of no queued job reads before it claims: no write lock while idle
             if free > 0 and (self._maybe_queued or await self._guard(self.jobs.queued())):
                 claimed = await self._guard(self.jobs.claim_many(free, self.worker_id, self.lease_s))
                 # jobs left queued (by the slots or a user's limit): claim again as a slot frees
                 self._maybe_queued = claimed is None or claimed.more
                 for job in claimed.jobs if claimed else ():
-                    task = asyncio.get_running_loop().create_task(self._run(job))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._task_done)
+                    self._start(self._run(self._context(job)))
             with contextlib.suppress(TimeoutError):  # until a submission, a freed slot or the next poll
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    def _start(self, work: Awaitable[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    # -- hand-off from a submission in this process (engine.jobs.submit) ---------------------
+
+    def reserve(self, kind: str) -> bool:
+        """Hold a free slot for a job of `kind` a submission is about to queue; False when this runner is not
+        running, has no handler for it or no free slot (the job is then queued and claimed as usual)."""
+        if self._main is None or self._stopping or kind not in self.handlers:
+            return False
+        if self.concurrency - len(self._tasks) - self._reserved <= 0:
+            return False
+        self._reserved += 1
+        return True
+
+    def adopt(self, job: Job | None, reads: Reads | None = None) -> None:
+        """Run a job the held slot's submission took for this worker as it queued it (None: nothing was taken,
+        the slot is free again). A runner stopping meanwhile hands the job back to the queue."""
+        self._reserved -= 1
+        if job is None:
+            self.wake()
+        elif self._stopping:
+            self._start(self.jobs.release(job.id, self.worker_id))
+        else:
+            self._start(self._run(self._context(job, reads)))
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -284,12 +321,16 @@ class JobRunner:
     async def run_one(self) -> Job | None:
         """Claim and run a single job to its end here (no loop); returns its final row or None."""
         job = await self.jobs.claim(self.worker_id, self.lease_s)
-        return None if job is None else await self._run(job)
+        return None if job is None else await self._run(self._context(job))
 
-    async def _run(self, job: Job) -> Job:
-        ctx = JobContext(job, self, asyncio.get_running_loop())
+    def _context(self, job: Job, reads: Reads | None = None) -> JobContext:
+        """The job's context, registered as active from its claim: a waiter sees it ends with on_done."""
+        ctx = self.active[job.id] = JobContext(job, self, asyncio.get_running_loop(), reads)
+        return ctx
+
+    async def _run(self, ctx: JobContext) -> Job:
+        job = ctx.job
         self._recorded[job.id] = (time.monotonic(), None)
-        self.active[job.id] = ctx
         watcher = asyncio.get_running_loop().create_task(self._watch(ctx))
         final: Job | None = None
         try:
@@ -320,7 +361,7 @@ class JobRunner:
             result = await handler(job, ctx)
             if not isinstance(result, dict):
                 raise TypeError(f"the {job.kind!r} handler returned {type(result).__name__}, not a dict")
-            final = await self.jobs.finish(job.id, result, wid)
+            final = ctx.finished or await self.jobs.finish(job.id, result, wid)
             if final is None:
                 log.warning("job %s finished after its lease was lost; its result was not recorded", job.id)
             return final

@@ -5,13 +5,16 @@
 - validate: the kind's typed payload (engine/jobs/payloads.py) within the config's limits, and the names it
   uses (preset, style, earlier generations) as this requester sees them;
 - seed: a job without a seed gets a random one here, once (a retried job redraws the same images);
-- enqueue: the daily quota and per-user limits of the job store; then the runner is woken.
+- enqueue: the daily quota and per-user limits of the job store; then the runner is woken. When the runner of
+  this process has a free slot, the transaction that queues the job also takes it for that runner whenever a fair
+  claim would take it at once (nothing else queued), and the runner starts it with what the submission read.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -20,13 +23,14 @@ from engine.jobs.admission import Admission
 from engine.jobs.payloads import PAYLOADS, GeneratePayload, check_limits
 from engine.jobs.payloads_video import check_video_limits
 from engine.jobs.policy import TOOL_OF_KIND, Requester, check_tool
+from engine.jobs.reads import Reads
 from engine.jobs.style_codes import expand, shared_preset, shared_style
 from engine.runtime.diffusion.errors import InvalidRequest
 from engine.runtime.diffusion.request import MAX_SEED, short_errors
 from engine.store import Store
 from engine.store.cache import OverBudget
 from engine.store.history import Scope
-from engine.store.jobs import JobStore
+from engine.store.jobs import Job, JobStore
 from engine.store.library import UnknownEntry
 
 SEEDED = ("generate", "variation", "animate")
@@ -69,18 +73,34 @@ async def check_names(store: Store, who: Requester, typed: BaseModel) -> dict[st
     return read
 
 
+class Taker(Protocol):
+    """The runner of this process, which can take a job in the transaction that queues it (JobRunner)."""
+
+    worker_id: str
+    lease_s: float
+
+    def reserve(self, kind: str) -> bool:
+        """Hold a free slot for a job of `kind`; False when there is none."""
+        ...
+
+    def adopt(self, job: Job | None, reads: Reads | None = None) -> None:
+        """Run the job taken for the held slot (None: none was taken; the slot is free again)."""
+        ...
+
+
 class JobSubmitter:
     """Submits jobs for every front; `wake` tells the local runner there is work (a no-op elsewhere)."""
 
     def __init__(
         self, jobs: JobStore, store: Store, settings: Settings, wake: Callable[[], None],
-        admission: Admission | None = None,
+        admission: Admission | None = None, taker: Taker | None = None,
     ):  # fmt: skip
         self.jobs = jobs
         self.store = store
         self.settings = settings
         self.wake = wake
         self.admission = admission  # GPU-time and VRAM checks (engine.jobs.admission); None: no caps
+        self.taker = taker  # the local runner, when jobs may be handed to it as they are queued
 
     async def submit(
         self, who: Requester, kind: str, payload: Mapping[str, object], *, reply_to: dict | None = None,
@@ -99,11 +119,19 @@ class JobSubmitter:
             data["seed"] = random.randint(0, MAX_SEED - 4)  # room for a batch of 4: seed, seed+1, ...
         admission = self.admission
         cost = await admission.check(who, kind, typed, stored, presets) if admission is not None else None
+        row = (who.user_id, who.guild_id, who.channel_id, kind, data, priority, reply_to)
+        taker = self.taker if self.taker is not None and self.taker.reserve(kind) else None
+        taken: Job | None = None
         try:  # the estimate is recorded, and the user's queued GPU-time checked, as the job is inserted
-            job_id = await self.jobs.enqueue(
-                who.user_id, who.guild_id, who.channel_id, kind, data, priority, reply_to, estimate=cost
-            )
+            if taker is None:
+                job_id = await self.jobs.enqueue(*row, estimate=cost)
+            else:
+                job_id, taken = await self.jobs.enqueue_taken(taker.worker_id, taker.lease_s, *row, estimate=cost)
         except OverBudget as e:
             raise InvalidRequest(str(e)) from None
-        self.wake()
+        finally:
+            if taker is not None:  # the job runs now with what was read here, or waits for a claim
+                taker.adopt(taken, Reads(stored, presets) if taken is not None else None)
+        if taker is None:
+            self.wake()
         return job_id

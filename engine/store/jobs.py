@@ -3,124 +3,31 @@
 from __future__ import annotations
 
 import heapq
-import json
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from engine.config import Queue
 from engine.store.cache import Estimate
 from engine.store.db import Database
-
-DAY_S = 24 * 3600.0
-FINAL = ("done", "failed", "cancelled")
-COLUMNS = (
-    "id, kind, user_id, guild_id, channel_id, payload, priority, state, attempts, max_attempts, "
-    "lease_owner, lease_expires, cancel_requested, progress, result, error, reply_to, posted, "
-    "created_at, started_at, finished_at"
+from engine.store.job_claims import take_fair, take_new
+from engine.store.job_rows import (
+    COLUMNS,
+    DAY_S,
+    FINAL,
+    Claimed,
+    Job,
+    JobError,
+    JobNotFound,
+    JobStateError,
+    NotJobOwner,
+    QuotaExceeded,
+    json_dict,
 )
 
-
-class JobError(Exception):
-    """Base class for job-queue errors; messages are meant for the user."""
-
-
-class QuotaExceeded(JobError):
-    """The user has used up queue.daily_quota jobs in the last 24 hours."""
-
-
-class JobNotFound(JobError, LookupError):
-    """No job with that id."""
-
-
-class NotJobOwner(JobError, PermissionError):
-    """Someone tried to cancel another user's job."""
-
-
-class JobStateError(JobError):
-    """The job is in a state that does not allow the operation."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One row of the jobs table, JSON columns decoded."""
-
-    id: int
-    kind: str
-    user_id: int
-    guild_id: int
-    channel_id: int
-    payload: dict
-    priority: int
-    state: str
-    attempts: int
-    max_attempts: int
-    lease_owner: str | None
-    lease_expires: float | None
-    cancel_requested: bool
-    progress: dict
-    result: dict | None
-    error: str | None
-    reply_to: dict
-    posted: bool
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-
-    @property
-    def final(self) -> bool:
-        """True once the job is done, failed or cancelled."""
-        return self.state in FINAL
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        d = dict(row)
-        for key in ("payload", "progress", "reply_to"):
-            d[key] = json.loads(d[key] or "{}")
-        d["result"] = json.loads(d["result"]) if d["result"] is not None else None
-        d["cancel_requested"] = bool(d["cancel_requested"])
-        d["posted"] = bool(d["posted"])
-        return cls(**d)
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """The jobs one claim took, and whether jobs stayed queued (claimable now, or once a user's running job ends)."""
-
-    jobs: list[Job]
-    more: bool
-
-
-def _dumps(value: Any, what: str) -> str:
-    if not isinstance(value, dict):
-        raise TypeError(f"the job {what} must be a dict, got {type(value).__name__}")
-    try:
-        return json.dumps(value, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"the job {what} must be JSON-serializable: {e}") from None
-
-
-def _kinds(kinds: tuple[str, ...] | None, alias: str = "") -> str:
-    return f"AND {alias}kind IN ({','.join('?' * len(kinds))})" if kinds else ""
-
-
-def _claim_sql(kinds: tuple[str, ...] | None) -> str:
-    kind_filter = _kinds(kinds, "j.")
-    return f"""
-        WITH waiting AS (SELECT DISTINCT user_id FROM jobs WHERE state = 'queued'),
-        running AS (SELECT user_id, COUNT(*) AS n FROM jobs WHERE state = 'running' GROUP BY user_id),
-        last AS (  -- one index probe per waiting user (jobs_user_started)
-            SELECT w.user_id, (SELECT MAX(x.started_at) FROM jobs x WHERE x.user_id = w.user_id) AS t FROM waiting w
-        )
-        SELECT j.id FROM jobs j
-        LEFT JOIN running r ON r.user_id = j.user_id
-        LEFT JOIN last l ON l.user_id = j.user_id
-        WHERE j.state = 'queued' AND COALESCE(r.n, 0) < ? {kind_filter}
-        ORDER BY COALESCE(l.t, -1) ASC, j.priority DESC, j.id ASC
-        LIMIT 1
-    """
+__all__ = [
+    "FINAL", "Claimed", "Job", "JobError", "JobNotFound", "JobStateError", "JobStore", "NotJobOwner", "QuotaExceeded",
+]  # fmt: skip
 
 
 class JobStore:
@@ -214,10 +121,33 @@ class JobStore:
     ) -> int:
         """Insert a queued job (committed on return) with its estimate; QuotaExceeded past queue.daily_quota
         per 24 h, OverBudget past the estimate's cap on the user's queued GPU-seconds."""
+        insert = self._inserter(user_id, guild_id, channel_id, kind, payload, priority, reply_to, estimate)
+        return await self.db.transaction(insert)
+
+    async def enqueue_taken(
+        self, worker_id: str, lease_s: float, user_id: int, guild_id: int, channel_id: int, kind: str,
+        payload: dict, priority: int = 0, reply_to: dict | None = None, estimate: Estimate | None = None,
+    ) -> tuple[int, Job | None]:  # fmt: skip
+        """enqueue(), and in the same transaction the job claimed for worker_id when a fair claim would take it
+        at once (nothing else queued, its user under queue.max_per_user running jobs): (id, the running row or
+        None when it stays queued)."""
+        insert = self._inserter(user_id, guild_id, channel_id, kind, payload, priority, reply_to, estimate)
+        limit, now = self.settings.max_per_user, self.clock()
+
+        def insert_and_take(conn: sqlite3.Connection) -> tuple[int, Job | None]:
+            job_id = insert(conn)
+            return job_id, take_new(conn, job_id, user_id, worker_id, now, lease_s, limit)
+
+        return await self.db.transaction(insert_and_take)
+
+    def _inserter(
+        self, user_id: int, guild_id: int, channel_id: int, kind: str, payload: dict, priority: int,
+        reply_to: dict | None, estimate: Estimate | None,
+    ) -> Callable[[sqlite3.Connection], int]:  # fmt: skip
         if not kind or not isinstance(kind, str):
             raise ValueError(f"the job kind must be a non-empty string, got {kind!r}")
-        body, reply = _dumps(payload, "payload"), _dumps(reply_to or {}, "reply_to")
-        now = self.clock()
+        body, reply = json_dict(payload, "payload"), json_dict(reply_to or {}, "reply_to")
+        now, attempts = self.clock(), self.settings.max_attempts
 
         def insert(conn: sqlite3.Connection) -> int:
             self._check_quota(conn, user_id, now)
@@ -226,7 +156,7 @@ class JobStore:
             cur = conn.execute(
                 "INSERT INTO jobs (kind, user_id, guild_id, channel_id, payload, priority, max_attempts,"
                 " reply_to, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, user_id, guild_id, channel_id, body, priority, self.settings.max_attempts, reply, now),
+                (kind, user_id, guild_id, channel_id, body, priority, attempts, reply, now),
             )
             job_id = int(cur.lastrowid or 0)
             if estimate is not None:
@@ -235,7 +165,7 @@ class JobStore:
                 )
             return job_id
 
-        return await self.db.transaction(insert)
+        return insert
 
     def _check_quota(self, conn: sqlite3.Connection, user_id: int, now: float) -> None:
         quota = self.settings.daily_quota
@@ -262,24 +192,8 @@ class JobStore:
     ) -> Claimed:
         """Take up to n jobs in one transaction, each the one claim() would take next; fewer when the queue ran dry."""
         lease = lease_s if lease_s is not None else self.settings.lease_s
-        now = self.clock()
-        params = (self.settings.max_per_user, *(kinds or ()))
-
-        def take(conn: sqlite3.Connection) -> Claimed:
-            out: list[Job] = []
-            while len(out) < n and (row := conn.execute(_claim_sql(kinds), params).fetchone()) is not None:
-                # started_at doubles as the fairness clock, so it must strictly increase across claims
-                (taken,) = conn.execute(  # fetchall: a RETURNING statement left unfinished would block COMMIT
-                    "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?,"
-                    " attempts = attempts + 1, started_at = MAX(?, COALESCE((SELECT MAX(started_at)"
-                    f" FROM jobs), 0) + 0.0001) WHERE id = ? RETURNING {COLUMNS}",
-                    (worker_id, now + lease, now, row[0]),
-                ).fetchall()
-                out.append(Job.from_row(taken))
-            waiting = f"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' {_kinds(kinds)})"
-            return Claimed(out, bool(conn.execute(waiting, kinds or ()).fetchone()[0]))
-
-        return await self.db.transaction(take)
+        now, limit = self.clock(), self.settings.max_per_user
+        return await self.db.transaction(lambda conn: take_fair(conn, n, worker_id, now, lease, limit, kinds))
 
     async def heartbeat(self, job_id: int, worker_id: str, lease_s: float | None = None) -> bool:
         """Extend the lease; False if this worker no longer owns the running job."""
@@ -291,11 +205,11 @@ class JobStore:
 
     async def progress(self, job_id: int, data: dict) -> None:
         """Record the latest progress (a small JSON dict) of a running job."""
-        await self._update("UPDATE jobs SET progress = ? WHERE id = ?", (_dumps(data, "progress"), job_id))
+        await self._update("UPDATE jobs SET progress = ? WHERE id = ?", (json_dict(data, "progress"), job_id))
 
     async def finish(self, job_id: int, result: dict, worker_id: str | None = None) -> Job | None:
         """Mark a running job done; its final row, or None if it is not running (or not owned by worker_id)."""
-        return await self._end(job_id, worker_id, "done", result=_dumps(result, "result"))
+        return await self._end(job_id, worker_id, "done", result=json_dict(result, "result"))
 
     async def mark_cancelled(self, job_id: int, worker_id: str | None = None, reason: str = "") -> bool:
         """End a running job as cancelled (the handler saw should_cancel)."""
@@ -381,7 +295,17 @@ class JobStore:
             f"UPDATE jobs SET posted = 1 WHERE id = ? AND posted = 0 AND state IN {FINAL}", (job_id,)
         )
 
+    def finish_in(self, conn: sqlite3.Connection, job_id: int, result: dict, worker_id: str | None) -> Job | None:
+        """finish() as a step of another transaction on the store's writer (e.g. the history row's): the job is
+        done exactly when that transaction commits."""
+        return self._ender(job_id, worker_id, "done", result=json_dict(result, "result"))(conn)
+
     async def _end(self, job_id: int, worker_id: str | None, state: str, **cols: str) -> Job | None:
+        return await self.db.transaction(self._ender(job_id, worker_id, state, **cols))
+
+    def _ender(
+        self, job_id: int, worker_id: str | None, state: str, **cols: str
+    ) -> Callable[[sqlite3.Connection], Job | None]:
         sets = "".join(f", {k} = ?" for k in cols)
         sql = (
             f"UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, finished_at = ?{sets}"
@@ -393,7 +317,7 @@ class JobStore:
             rows = conn.execute(sql, params).fetchall()  # fetchall: an unfinished RETURNING would block COMMIT
             return Job.from_row(rows[0]) if rows else None
 
-        return await self.db.transaction(end)
+        return end
 
     async def _update(self, sql: str, params: tuple) -> bool:
         return await self.db.execute(sql, params) > 0

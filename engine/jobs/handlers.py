@@ -341,12 +341,13 @@ class GenerationHandlers:
         meta = {k: row[k] for k in ("prompt", "negative", "params", "model", "preset", "style", "parent_id")}
         meta |= {"job_id": job.id}
         row["images"] = await ctx.to_thread(save_images, self.settings, job, images, positions, meta)
-        keep = self._with_row(plan, params)
+        keep = self.cache.keeper(plan.cache_key, params)
         done: dict[str, Any] = {}
 
-        def then(conn: sqlite3.Connection, gen_id: int) -> None:  # the row, its extras and the job's end at once
+        def then(conn: sqlite3.Connection, gen_id: int) -> None:  # the row's extras and the job's end, at once
             if keep is not None:
                 keep(conn, gen_id)
+            self._fold_rate(conn, plan)
             done["result"] = result = result_of(gen_id, row).model_dump()
             done["job"] = ctx.finish_in(conn, result)
 
@@ -356,23 +357,15 @@ class GenerationHandlers:
         ctx.finished = done["job"]  # committed with the row (None: the lease was lost; the runner says so)
         return done["result"]
 
-    def _with_row(self, plan: Plan, params: dict) -> Callable[[sqlite3.Connection, int], None] | None:
-        """What the history row's transaction also writes: the result cache's entry and the preset's rate."""
-        keep = self.cache.keeper(plan.cache_key, params)
+    def _fold_rate(self, conn: sqlite3.Connection, plan: Plan) -> None:
+        """Fold the render's measured rate into its preset's, in the history row's transaction."""
         if plan.rate is None:
-            return keep
+            return
         name = str(plan.preset["name"])
-        fold = Costs.fold(name, self.models.arbiter.device, plan.rate)
-
-        def steps(conn: sqlite3.Connection, gen_id: int) -> None:
-            if keep is not None:
-                keep(conn, gen_id)
-            try:
-                fold(conn)
-            except sqlite3.Error as e:  # a failed estimate update never costs the user the images
-                log.warning("could not record the time rate of preset %s: %s", name, e)
-
-        return steps
+        try:
+            Costs.fold(name, self.models.arbiter.device, plan.rate)(conn)
+        except sqlite3.Error as e:  # a failed estimate update never costs the user the images
+            log.warning("could not record the time rate of preset %s: %s", name, e)
 
     async def _retried(self, job: Job) -> dict | None:
         """On a retry, the result an earlier attempt recorded (a first attempt has none: no read)."""

@@ -7,6 +7,7 @@ loop at most every `min_interval_s` (the first and the last step at once): each 
 on a CPU that wake takes time from the denoiser's own threads. Consumers (the job store, the Discord editor)
 decide how often they act on what arrives.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from engine.config import Settings
@@ -263,7 +263,7 @@ class JobRunner:
             if self._wake.is_set():  # a submission came since the last claim: it may wait for a free slot
                 self._maybe_queued = True
             self._wake.clear()  # a submission from here on wakes the next round
-            free = self.concurrency - len(self._tasks) - self._reserved
+            free = self._free
             # a poll that knows of no queued job reads before it claims: no write lock while idle
             if free > 0 and (self._maybe_queued or await self._guard(self.jobs.queued())):
                 claimed = await self._guard(self.jobs.claim_many(free, self.worker_id, self.lease_s))
@@ -274,7 +274,12 @@ class JobRunner:
             with contextlib.suppress(TimeoutError):  # until a submission, a freed slot or the next poll
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
-    def _start(self, work: Awaitable[Any]) -> None:
+    @property
+    def _free(self) -> int:
+        """Slots neither running a job nor held for a submission."""
+        return self.concurrency - len(self._tasks) - self._reserved
+
+    def _start(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -284,9 +289,7 @@ class JobRunner:
     def reserve(self, kind: str) -> bool:
         """Hold a free slot for a job of `kind` a submission is about to queue; False when this runner is not
         running, has no handler for it or no free slot (the job is then queued and claimed as usual)."""
-        if self._main is None or self._stopping or kind not in self.handlers:
-            return False
-        if self.concurrency - len(self._tasks) - self._reserved <= 0:
+        if self._main is None or self._stopping or kind not in self.handlers or self._free <= 0:
             return False
         self._reserved += 1
         return True

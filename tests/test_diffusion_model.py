@@ -347,3 +347,18 @@ def test_unreachable_hub_id_names_preset_and_id(tiny_settings, monkeypatch) -> N
     assert model.estimate_bytes() > 1_000_000_000  # family default before download
     with pytest.raises(ModelNotAvailable, match=r"image preset 'hubby'.*'someorg/some-model'.*hub"):
         model.load("cpu")
+
+
+def test_the_pipeline_runs_in_inference_mode_and_repeats_its_pixels(tiny_sd_model, monkeypatch) -> None:
+    unet = type(tiny_sd_model._pipes["txt2img"].unet)
+    real, seen = unet.forward, []
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.is_inference_mode_enabled())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", spy)
+    first = run(tiny_sd_model, seed=5, steps=2)[0]
+    assert seen and all(seen)  # no autograd bookkeeping in any denoising step
+    assert np.array_equal(px(first), px(run(tiny_sd_model, seed=5, steps=2)[0]))
+    assert not torch.is_inference_mode_enabled()  # the mode ends with the call

@@ -89,7 +89,7 @@ class ReduxPrior:
         prompt, n = kw.pop("prompt"), len(images)
         kw.pop("ip_adapter_image", None)
         prior = self._prior
-        with torch.no_grad():  # the prompt is encoded once, not once per image (the same embedding, bit for bit)
+        with torch.inference_mode():  # the prompt is encoded once, not once per image (the same embedding, bit for bit)
             text, pooled, _ = prior.encode_prompt(
                 prompt=[prompt], device=prior._execution_device, num_images_per_prompt=1, max_sequence_length=512
             )
@@ -97,8 +97,8 @@ class ReduxPrior:
                 list(images), prompt_embeds=text.repeat(n, 1, 1), pooled_prompt_embeds=pooled.repeat(n, 1),
                 prompt_embeds_scale=list(share), pooled_prompt_embeds_scale=list(share),
             )  # fmt: skip
-        embeds = out.prompt_embeds
-        embeds[:, -image_tokens(prior) :] *= ref.scale  # the image tokens come last
+            embeds = out.prompt_embeds
+            embeds[:, -image_tokens(prior) :] *= ref.scale  # the image tokens come last (in place: inside the mode)
         kw["prompt_embeds"], kw["pooled_prompt_embeds"] = embeds, out.pooled_prompt_embeds
 
     def clear(self) -> None:

@@ -296,8 +296,11 @@ class VideoModel(PipelineHolder):
             total = max(1, int(req.steps * req.strength)) if req.image is not None else req.steps
             cb = step_callback(self.family, (req.width, req.height), 10**9, progress, should_cancel, total)
             pipe = self._pipe(req.image is not None)
+            import torch
+
             try:
-                out = pipe(**call_kwargs(req, self.family, cb))
+                with torch.inference_mode():  # no autograd bookkeeping, as for images
+                    out = pipe(**call_kwargs(req, self.family, cb))
             except Exception as e:
                 if oom.is_oom(e):
                     oom.free_memory()
